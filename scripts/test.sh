@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# `make test`: build, then run every test layer and print one summary line.
+#   1. cmocka unit tests (ctest)                 build/
+#   2. fuzz corpora replayed through each target build/fuzz_*
+#   3. unit tests + corpora again under ASan+UBSan build-san/
+#   4. pytest integration tests against the real binary
+# Exits non-zero if anything failed or if a layer ran no test at all.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=/usr/bin/python3
+passed=0; failed=0; failures=()
+
+step() { # name, command...
+    local name=$1; shift
+    echo "=== $name"
+    if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); failures+=("$name"); fi
+}
+
+count_ctest() { # build dir: adds each ctest case to the totals
+    local dir=$1 line nf tot
+    line=$( (cd "$dir" && ctest --output-on-failure 2>&1) | tee /dev/stderr | grep -E 'tests failed out of [0-9]+' | tail -1)
+    nf=$(sed -E 's/.* ([0-9]+) tests failed out of ([0-9]+).*/\1/' <<<"$line")
+    tot=$(sed -E 's/.* ([0-9]+) tests failed out of ([0-9]+).*/\2/' <<<"$line")
+    if ! [[ "$tot" =~ ^[0-9]+$ ]] || [ "$tot" -eq 0 ]; then
+        echo "no unit tests ran in $dir"; failed=$((failed + 1)); failures+=("unit($dir): none ran"); return
+    fi
+    passed=$((passed + tot - nf)); failed=$((failed + nf))
+    [ "$nf" -eq 0 ] || failures+=("unit tests in $dir")
+}
+
+replay() { # build dir
+    local dir=$1 any=0
+    for corpus in tests/fuzz/corpus/*/; do
+        local name; name=$(basename "$corpus")
+        [ -x "$dir/$name" ] || { echo "missing fuzz target $dir/$name"; failed=$((failed + 1)); failures+=("fuzz $name: no target"); continue; }
+        any=1
+        step "fuzz replay $name ($dir)" "$dir/$name" "$corpus"
+    done
+    [ $any -eq 1 ] || { failed=$((failed + 1)); failures+=("no fuzz corpora"); }
+}
+
+echo "=== build"
+make --no-print-directory build || { echo "0 passed, 1 failed"; exit 1; }
+count_ctest build
+replay build
+
+echo "=== sanitizer build (ASan+UBSan)"
+if make --no-print-directory SANITIZE=1 build; then
+    export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+    count_ctest build-san
+    replay build-san
+    unset ASAN_OPTIONS UBSAN_OPTIONS
+else
+    failed=$((failed + 1)); failures+=("sanitizer build")
+fi
+
+echo "=== integration tests (pytest)"
+junit=$(mktemp --suffix=.xml)
+$PY -m pytest -q -p no:cacheprovider --junitxml="$junit" tests/integration
+rc=$?
+read -r ip if_ is_ < <($PY - "$junit" <<'PYEOF'
+import sys, xml.etree.ElementTree as ET
+try:
+    r = ET.parse(sys.argv[1]).getroot()
+    s = r if r.tag == "testsuite" else r.find("testsuite")
+    t, f, e, sk = (int(s.get(k, 0)) for k in ("tests", "failures", "errors", "skipped"))
+    print(t - f - e - sk, f + e, sk)
+except Exception:
+    print(0, 0, 0)
+PYEOF
+)
+rm -f "$junit"
+passed=$((passed + ip)); failed=$((failed + if_))
+if [ "$rc" -eq 5 ] || [ "$ip" -eq 0 ]; then
+    echo "pytest collected no tests: that is a failure"; failed=$((failed + 1)); failures+=("pytest: no tests")
+elif [ "$rc" -ne 0 ] && [ "$if_" -eq 0 ]; then
+    failed=$((failed + 1)); failures+=("pytest exit $rc")
+fi
+
+echo
+[ ${#failures[@]} -eq 0 ] || printf 'FAILED: %s\n' "${failures[@]}"
+echo "summary: $passed passed, $failed failed, ${is_:-0} skipped"
+[ "$failed" -eq 0 ]

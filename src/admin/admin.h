@@ -1,0 +1,22 @@
+/* admin: the admin HTTP API, served on the control thread's loop.
+ * Loopback by default (config `admin:`). Read-only views of the running
+ * snapshot and of the per-worker counters:
+ *   GET /health    {"status":"ok", ...}
+ *   GET /routes    the routes of the current snapshot
+ *   GET /clusters  clusters, endpoints and their pool counts */
+#ifndef MG_ADMIN_ADMIN_H
+#define MG_ADMIN_ADMIN_H
+
+#include <uv.h>
+
+#include "proxy/proxy.h"
+
+typedef struct mg_admin mg_admin_t;
+
+/* Binds cfg->admin on loop. Returns 0 or a negative error with text in err. */
+int mg_admin_start(uv_loop_t *loop, mg_server_t *srv, const mg_config_t *cfg, mg_admin_t **out, char *err,
+                   size_t errlen);
+/* Close the listener and every admin connection; frees itself once closed. */
+void mg_admin_stop(mg_admin_t *a);
+
+#endif

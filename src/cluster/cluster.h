@@ -1,0 +1,64 @@
+/* cluster: the runtime form of configured clusters and their endpoints.
+ *
+ * A cluster set is built by the control thread for each config snapshot
+ * (addresses resolved there, never on a worker) and is immutable after.
+ * Endpoint statistics (mg_ep_stats_t) outlive snapshots: they are keyed by
+ * address in a process-wide registry, so a reload that keeps an endpoint
+ * keeps its counters and its pooled connections (pools are indexed by
+ * mg_ep_stats_t.index, see proxy/pool.h). Each worker writes only its own
+ * slot of the per-worker counters; readers (admin) sum the slots. */
+#ifndef MG_CLUSTER_CLUSTER_H
+#define MG_CLUSTER_CLUSTER_H
+
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "config/config.h"
+
+#define MG_MAX_WORKERS 256
+
+typedef struct {
+    _Atomic uint32_t idle;     /* pooled idle connections */
+    _Atomic uint32_t active;   /* connections carrying a request */
+    _Atomic uint64_t requests; /* requests sent */
+    _Atomic uint64_t connects; /* connections opened */
+    _Atomic uint64_t failures; /* connect errors, resets, timeouts, bad responses */
+    char pad[64 - 4 - 4 - 8 - 8 - 8];
+} mg_ep_worker_stats_t;
+
+typedef struct mg_ep_stats {
+    uint32_t index; /* dense, process-wide; stable for the life of the process */
+    char name[96];  /* "host:port" as configured */
+    mg_ep_worker_stats_t *w; /* [nworkers] */
+} mg_ep_stats_t;
+
+typedef struct {
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    mg_ep_stats_t *stats;
+} mg_endpoint_t;
+
+typedef struct {
+    const mg_cluster_cfg_t *cfg;
+    mg_endpoint_t *eps;
+    uint32_t neps;
+} mg_cluster_t;
+
+typedef struct {
+    mg_cluster_t *clusters; /* parallel to cfg->clusters */
+    size_t n;
+} mg_cluster_set_t;
+
+/* Once at start-up, before any cluster set is built. */
+void mg_ep_registry_init(uint32_t nworkers);
+uint32_t mg_ep_registry_count(void);
+mg_ep_stats_t *mg_ep_registry_at(uint32_t index);
+
+/* Resolve every endpoint of cfg (getaddrinfo; blocking: control thread
+ * only). Returns 0, or MG_ECONFIG with "FILE:LINE:COL: message" in err. */
+int mg_cluster_set_build(const mg_config_t *cfg, mg_cluster_set_t *out, char *err, size_t errlen);
+void mg_cluster_set_free(mg_cluster_set_t *set);
+
+#endif

@@ -1,0 +1,109 @@
+/* config: YAML files -> one immutable mg_config_t.
+ *
+ * The loader reads each file with libyaml into a node tree that keeps
+ * file:line:col, merges the trees (maps merge key by key, later files win;
+ * scalars and sequences are replaced whole), then walks the merged tree
+ * with declarative key tables (see config.c) that give each key's type,
+ * bounds and default. Later dialects (Spring Cloud Gateway, Istio) are
+ * further tables over the same tree. Errors are "FILE:LINE:COL: message".
+ * A loaded config is owned by the caller and freed with mg_config_free();
+ * nothing in it changes after load, so any thread may read it. */
+#ifndef MG_CONFIG_CONFIG_H
+#define MG_CONFIG_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    const char *file; /* points into mg_config_t.files[] */
+    int line, col;    /* 1-based */
+} mg_src_pos_t;
+
+typedef struct {
+    char *host; /* literal IP or host name, as written ("127.0.0.1", "::1", "localhost") */
+    uint16_t port;
+    mg_src_pos_t pos;
+} mg_addr_cfg_t;
+
+typedef enum {
+    MG_LB_ROUND_ROBIN = 0,
+    MG_LB_LEAST_REQUEST, /* power of two choices on active requests */
+    MG_LB_RANDOM,
+} mg_lb_kind_t;
+
+typedef struct {
+    char *name;
+    mg_addr_cfg_t *endpoints;
+    size_t nendpoints;
+    mg_lb_kind_t lb;
+    uint32_t connect_timeout_ms;  /* default: timeouts.connect */
+    uint32_t response_timeout_ms; /* default: timeouts.response */
+    uint32_t max_idle;            /* idle keep-alive conns per endpoint per worker (64) */
+    uint32_t idle_timeout_ms;     /* pooled conn idle timeout (30000) */
+    mg_src_pos_t pos;
+} mg_cluster_cfg_t;
+
+typedef struct {
+    char *id;
+    char *path;      /* Spring PathPattern */
+    char *cluster;   /* name, validated to exist */
+    size_t cluster_index; /* index into mg_config_t.clusters */
+    mg_src_pos_t pos;      /* the route's map */
+    mg_src_pos_t path_pos; /* the path value (for pattern errors) */
+} mg_route_cfg_t;
+
+typedef struct {
+    char **files; /* the files loaded, in order (owned) */
+    size_t nfiles;
+
+    mg_addr_cfg_t *listen; /* one or more; default 0.0.0.0:8080 */
+    size_t nlisten;
+    mg_addr_cfg_t admin;   /* default 127.0.0.1:9901 */
+    bool admin_enabled;    /* "admin: off" disables it */
+    uint32_t workers;      /* resolved: "auto" -> number of online CPUs */
+
+    mg_route_cfg_t *routes; /* in declaration order */
+    size_t nroutes;
+    mg_cluster_cfg_t *clusters;
+    size_t nclusters;
+
+    /* limits: */
+    uint32_t max_request_line;  /* 8192 */
+    uint32_t max_header_bytes;  /* 32768 */
+    uint32_t max_headers;       /* 100, at most MG_HTTP_MAX_HEADERS */
+    uint64_t max_body_bytes;    /* 0 = unlimited; default 0 */
+    uint32_t max_connections;   /* 10000, across workers */
+
+    /* timeouts (ms): */
+    uint32_t header_timeout_ms;   /* 10000: whole request head, not per read */
+    uint32_t idle_timeout_ms;     /* 60000: keep-alive idle client */
+    uint32_t body_timeout_ms;     /* 60000: no body progress from client/upstream */
+    uint32_t connect_timeout_ms;  /* 2000 */
+    uint32_t response_timeout_ms; /* 30000 */
+    uint32_t drain_timeout_ms;    /* 30000: SIGTERM drain bound */
+
+    /* access log: */
+    char *access_log; /* NULL/"off" = off, "stderr" (default), or a file path */
+} mg_config_t;
+
+/* Load and validate files[0..nfiles) (later ones win). On success returns 0
+ * and sets *out. On failure returns MG_ECONFIG and writes
+ * "FILE:LINE:COL: message" (NUL-terminated, truncated to errlen) to err. */
+int mg_config_load(const char *const *files, size_t nfiles, mg_config_t **out,
+                   char *err, size_t errlen);
+
+/* Same from memory: each buffer is parsed as if it were a file of that
+ * name (used by tests, fuzzers and anything that gets config inline). */
+typedef struct {
+    const char *name; /* for positions in messages */
+    const char *data;
+    size_t len;
+} mg_config_buffer_t;
+
+int mg_config_load_buffers(const mg_config_buffer_t *bufs, size_t nbufs, mg_config_t **out,
+                           char *err, size_t errlen);
+
+void mg_config_free(mg_config_t *cfg); /* NULL is fine */
+
+#endif

@@ -1,0 +1,23 @@
+/* json: the few helpers meshgate needs to write JSON text into a caller's
+ * growable buffer (admin API, access log, error bodies). */
+#ifndef MG_CORE_JSON_H
+#define MG_CORE_JSON_H
+
+#include <stddef.h>
+
+#include "core/slice.h"
+
+typedef struct {
+    char *p;
+    size_t len, cap;
+    int oom; /* set once an allocation failed; content is then truncated */
+} mg_buf_t;
+
+void mg_buf_init(mg_buf_t *b);
+void mg_buf_free(mg_buf_t *b);
+void mg_buf_add(mg_buf_t *b, const char *p, size_t n);
+void mg_buf_addf(mg_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends s as a quoted JSON string with escapes. */
+void mg_buf_json_str(mg_buf_t *b, mg_slice_t s);
+
+#endif

@@ -1,0 +1,696 @@
+/* exchange: one request/response through the proxy.
+ *
+ * Picks the endpoint, re-serializes the request head canonically (hop-by-hop
+ * fields dropped, X-Forwarded-* and Via added, one framing header), streams
+ * the body both ways through mg_pipe_t, validates the upstream response and
+ * decides whether either connection may be reused. Every failure ends in
+ * exactly one of: a local JSON error reply (nothing sent yet), or closing
+ * the client connection (a response was already under way). */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "proxy/proxy_int.h"
+
+static const char CRLF[] = "\r\n";
+static const char LAST_CHUNK[] = "0\r\n\r\n";
+
+/* ---- body framing ---- */
+
+ssize_t mg_pipe_take(mg_pipe_t *p, const char *src, size_t n, uv_buf_t *iov, unsigned max, unsigned *niov)
+{
+    *niov = 0;
+    if (p->done)
+        return 0;
+    switch (p->in) {
+    case MG_BODY_NONE:
+        p->done = true;
+        return 0;
+    case MG_BODY_LENGTH: {
+        size_t k = n < p->remaining ? n : (size_t)p->remaining;
+        if (k) {
+            iov[(*niov)++] = uv_buf_init((char *)src, (unsigned)k);
+            p->remaining -= k;
+            p->payload += k;
+        }
+        if (p->remaining == 0)
+            p->done = true;
+        return (ssize_t)k;
+    }
+    case MG_BODY_EOF:
+        if (n) {
+            if (p->out_chunked) {
+                int l = snprintf(p->sz[0], sizeof p->sz[0], "%zx\r\n", n);
+                iov[(*niov)++] = uv_buf_init(p->sz[0], (unsigned)l);
+                iov[(*niov)++] = uv_buf_init((char *)src, (unsigned)n);
+                iov[(*niov)++] = uv_buf_init((char *)CRLF, 2);
+            } else {
+                iov[(*niov)++] = uv_buf_init((char *)src, (unsigned)n);
+            }
+            p->payload += n;
+        }
+        return (ssize_t)n;
+    case MG_BODY_CHUNKED: {
+        mg_slice_t spans[MG_PIPE_IOV / 3];
+        size_t maxspans = (max - 1) / 3;
+        if (maxspans > MG_PIPE_IOV / 3)
+            maxspans = MG_PIPE_IOV / 3;
+        size_t nspans = 0;
+        int done = 0;
+        ssize_t used = mg_chunked_decode(&p->ch, src, n, spans, maxspans, &nspans, &done);
+        if (used < 0)
+            return used;
+        for (size_t i = 0; i < nspans; i++) {
+            if (p->out_chunked) {
+                int l = snprintf(p->sz[i], sizeof p->sz[i], "%zx\r\n", spans[i].n);
+                iov[(*niov)++] = uv_buf_init(p->sz[i], (unsigned)l);
+                iov[(*niov)++] = uv_buf_init((char *)spans[i].p, (unsigned)spans[i].n);
+                iov[(*niov)++] = uv_buf_init((char *)CRLF, 2);
+            } else {
+                iov[(*niov)++] = uv_buf_init((char *)spans[i].p, (unsigned)spans[i].n);
+            }
+            p->payload += spans[i].n;
+        }
+        if (done) {
+            p->done = true;
+            if (p->out_chunked)
+                iov[(*niov)++] = uv_buf_init((char *)LAST_CHUNK, 5);
+        }
+        return used;
+    }
+    }
+    return 0;
+}
+
+static void pipe_init(mg_pipe_t *p, mg_body_kind_t in, uint64_t len, bool out_chunked)
+{
+    p->in = in;
+    p->remaining = len;
+    p->payload = 0;
+    mg_chunked_reset(&p->ch);
+    p->out_chunked = out_chunked;
+    p->done = in == MG_BODY_NONE || (in == MG_BODY_LENGTH && len == 0);
+}
+
+/* ---- endpoint choice ---- */
+
+static uint64_t rng_next(mg_worker_t *w)
+{
+    uint64_t x = w->rng;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return w->rng = x;
+}
+
+static uint32_t pick_endpoint(mg_session_t *s, const mg_cluster_t *c, size_t ci)
+{
+    mg_worker_t *w = s->w;
+    uint32_t n = c->neps;
+    if (n == 1)
+        return 0;
+    switch (c->cfg->lb) {
+    case MG_LB_RANDOM:
+        return (uint32_t)(rng_next(w) % n);
+    case MG_LB_LEAST_REQUEST: {
+        uint32_t a = (uint32_t)(rng_next(w) % n);
+        uint32_t b = (uint32_t)(rng_next(w) % (n - 1));
+        if (b >= a)
+            b++;
+        mg_pool_t *pa = mg_worker_pool(w, c->eps[a].stats->index);
+        mg_pool_t *pb = mg_worker_pool(w, c->eps[b].stats->index);
+        if (!pa || !pb)
+            return a;
+        return pb->nactive < pa->nactive ? b : a;
+    }
+    case MG_LB_ROUND_ROBIN:
+    default:
+        return s->ws->rr[ci]++ % n;
+    }
+}
+
+/* ---- the request head for upstream ---- */
+
+static void add_list(mg_buf_t *b, const char *name, const mg_http_msg_t *m, mg_slice_t ours)
+{
+    size_t nlen = strlen(name);
+    mg_buf_add(b, name, nlen);
+    mg_buf_add(b, ": ", 2);
+    for (uint32_t i = 0; i < m->nheaders; i++) {
+        const mg_http_header_t *h = &m->headers[i];
+        if (h->name.n == nlen && strncasecmp(h->name.p, name, nlen) == 0 && h->value.n) {
+            mg_buf_add(b, h->value.p, h->value.n);
+            mg_buf_add(b, ", ", 2);
+        }
+    }
+    mg_buf_add(b, ours.p, ours.n);
+    mg_buf_add(b, CRLF, 2);
+}
+
+static bool is_forwarded_name(mg_slice_t n)
+{
+    if (n.n == 3)
+        return strncasecmp(n.p, "via", 3) == 0;
+    if (n.n < 15 || strncasecmp(n.p, "x-forwarded-", 12) != 0)
+        return false;
+    return mg_slice_caseeq_cstr(n, "x-forwarded-for") || mg_slice_caseeq_cstr(n, "x-forwarded-proto") ||
+           mg_slice_caseeq_cstr(n, "x-forwarded-host");
+}
+
+static void build_upstream_head(mg_session_t *s, const mg_endpoint_t *ep)
+{
+    const mg_http_msg_t *m = &s->req;
+    mg_buf_t *b = &s->ubuf;
+    b->len = 0;
+    mg_buf_add(b, m->method.p, m->method.n);
+    mg_buf_add(b, " ", 1);
+    if (m->flags & MG_MSG_ABSOLUTE_FORM) {
+        mg_buf_add(b, m->path.p, m->path.n);
+        if (m->query.p) {
+            mg_buf_add(b, "?", 1);
+            mg_buf_add(b, m->query.p, m->query.n);
+        }
+    } else {
+        mg_buf_add(b, m->target.p, m->target.n);
+    }
+    mg_buf_add(b, " HTTP/1.1\r\n", 11);
+    mg_slice_t host = m->host;
+    if (m->flags & MG_MSG_ABSOLUTE_FORM)
+        host = m->authority;
+    bool host_done = false;
+    for (uint32_t i = 0; i < m->nheaders; i++) {
+        const mg_http_header_t *h = &m->headers[i];
+        if (h->flags & MG_HDR_HOP)
+            continue;
+        if (h->flags & MG_HDR_HOST) {
+            if (host_done)
+                continue;
+            host_done = true;
+            mg_buf_add(b, "Host: ", 6);
+            mg_buf_add(b, host.p, host.n);
+            mg_buf_add(b, CRLF, 2);
+            continue;
+        }
+        if (is_forwarded_name(h->name))
+            continue;
+        mg_buf_add(b, h->name.p, h->name.n);
+        mg_buf_add(b, ": ", 2);
+        mg_buf_add(b, h->value.p, h->value.n);
+        mg_buf_add(b, CRLF, 2);
+    }
+    if (!host_done) {
+        /* HTTP/1.0 without Host: the absolute-form authority, else the endpoint. */
+        mg_buf_add(b, "Host: ", 6);
+        if (host.n)
+            mg_buf_add(b, host.p, host.n);
+        else
+            mg_buf_add(b, ep->stats->name, strlen(ep->stats->name));
+        mg_buf_add(b, CRLF, 2);
+    }
+    add_list(b, "X-Forwarded-For", m, mg_slice_cstr(s->peer));
+    add_list(b, "X-Forwarded-Proto", m, MG_SLICE_LIT("http"));
+    if (host.n)
+        add_list(b, "X-Forwarded-Host", m, host);
+    add_list(b, "Via", m, m->version == 10 ? MG_SLICE_LIT("1.0 meshgate") : MG_SLICE_LIT("1.1 meshgate"));
+    if (m->body == MG_BODY_LENGTH)
+        mg_buf_addf(b, "Content-Length: %" PRIu64 "\r\n", m->content_length);
+    else if (m->body == MG_BODY_CHUNKED)
+        mg_buf_add(b, "Transfer-Encoding: chunked\r\n", 28);
+    mg_buf_add(b, CRLF, 2);
+}
+
+/* ---- start ---- */
+
+static const char CONTINUE_100[] = "HTTP/1.1 100 Continue\r\n\r\n";
+
+static void on_100_written(uv_write_t *req, int status)
+{
+    (void)req;
+    (void)status;
+}
+
+void mg_exchange_start(mg_session_t *s, size_t head_len)
+{
+    mg_worker_t *w = s->w;
+    mg_http_msg_t *m = &s->req;
+    s->exchange = true;
+    s->t_start = uv_hrtime();
+    s->bytes_in = head_len;
+    s->bytes_out = 0;
+    s->status = 0;
+    s->ws = w->cur;
+    s->ws->inflight++;
+    const mg_snapshot_t *snap = s->ws->snap;
+    const mg_config_t *cfg = snap->cfg;
+
+    size_t ml = m->method.n < sizeof s->log_method - 1 ? m->method.n : sizeof s->log_method - 1;
+    memcpy(s->log_method, m->method.p, ml);
+    s->log_method[ml] = 0;
+    size_t pl = m->target.n < sizeof s->log_path - 1 ? m->target.n : sizeof s->log_path - 1;
+    memcpy(s->log_path, m->target.p, pl);
+    s->log_path[pl] = 0;
+
+    if (m->version == 10)
+        s->keepalive = s->keepalive && (m->flags & MG_MSG_CONN_KEEPALIVE);
+    else if (m->flags & MG_MSG_CONN_CLOSE)
+        s->keepalive = false;
+
+    s->rpos += head_len;
+    bool has_body = !(m->body == MG_BODY_NONE || (m->body == MG_BODY_LENGTH && m->content_length == 0));
+    s->rq = has_body ? RQ_BODY : RQ_DONE;
+    s->rs = RS_NONE;
+    s->up_reusable = true;
+    s->resp_started = false;
+    s->cw_consume = s->uw_consume = 0;
+    mg_session_timer(s, has_body ? ST_BODY : ST_NONE, cfg->body_timeout_ms);
+
+    if (cfg->max_body_bytes && m->body == MG_BODY_LENGTH && m->content_length > cfg->max_body_bytes) {
+        mg_session_local_reply(s, 413, "request body too large", true);
+        return;
+    }
+    if (m->method_id == MG_METHOD_CONNECT) {
+        mg_session_local_reply(s, 501, "CONNECT is not supported", true);
+        return;
+    }
+    s->route = mg_route_match(snap->routes, m, NULL);
+    if (!s->route) {
+        mg_session_local_reply(s, 404, "no route", false);
+        return;
+    }
+    size_t ci = s->route->cfg->cluster_index;
+    const mg_cluster_t *c = &snap->clusters.clusters[ci];
+    if (c->neps == 0) {
+        mg_session_local_reply(s, 503, "no endpoint", false);
+        return;
+    }
+    s->ep = &c->eps[pick_endpoint(s, c, ci)];
+    pipe_init(&s->reqp, m->body, m->content_length, m->body == MG_BODY_CHUNKED);
+    build_upstream_head(s, s->ep);
+    if ((m->flags & MG_MSG_EXPECT_CONTINUE) && has_body && m->version == 11 && s->rpos == s->rlen) {
+        uv_buf_t b = uv_buf_init((char *)CONTINUE_100, sizeof CONTINUE_100 - 1);
+        int n = uv_try_write((uv_stream_t *)&s->tcp, &b, 1);
+        if (n >= 0 && (size_t)n < b.len) {
+            b.base += n;
+            b.len -= (size_t)n;
+            n = UV_EAGAIN;
+        }
+        if (n == UV_EAGAIN) {
+            s->wreq100.data = s;
+            uv_write(&s->wreq100, (uv_stream_t *)&s->tcp, &b, 1, on_100_written);
+        }
+    }
+    s->rs = RS_CONNECT;
+    mg_pool_acquire(w, s, s->ep, false);
+}
+
+/* ---- request side ---- */
+
+static void upstream_fail(mg_session_t *s, int status, const char *msg)
+{
+    if (s->up) {
+        atomic_fetch_add_explicit(&s->up->ep->w[s->w->id].failures, 1, memory_order_relaxed);
+        mg_exchange_detach(s, false);
+    }
+    if (!s->resp_started)
+        mg_session_local_reply(s, status, msg, s->rq != RQ_DONE);
+    else
+        mg_session_close(s);
+}
+
+static void on_up_write(uv_write_t *req, int status)
+{
+    mg_upconn_t *up = req->data;
+    if (up->owner)
+        mg_exchange_up_written(up->owner, status);
+}
+
+/* 0: all written; 1: queued (client not read until done); <0: error. */
+static int up_send(mg_session_t *s, uv_buf_t *bufs, unsigned n, size_t consume)
+{
+    mg_upconn_t *up = s->up;
+    size_t total = 0;
+    for (unsigned i = 0; i < n; i++)
+        total += bufs[i].len;
+    int w = uv_try_write((uv_stream_t *)&up->tcp, bufs, n);
+    if (w == UV_EAGAIN)
+        w = 0;
+    if (w < 0)
+        return w;
+    if ((size_t)w == total) {
+        s->rpos += consume;
+        return 0;
+    }
+    size_t off = (size_t)w;
+    unsigned i = 0;
+    while (off >= bufs[i].len) {
+        off -= bufs[i].len;
+        i++;
+    }
+    bufs[i].base += off;
+    bufs[i].len -= off;
+    up->wreq.data = up;
+    int rc = uv_write(&up->wreq, (uv_stream_t *)&up->tcp, bufs + i, n - i, on_up_write);
+    if (rc < 0)
+        return rc;
+    s->uw_pending = true;
+    s->uw_consume = consume;
+    mg_session_read(s, false);
+    return 1;
+}
+
+static void request_body_progress(mg_session_t *s)
+{
+    const mg_config_t *cfg = s->ws->snap->cfg;
+    if (s->reqp.done) {
+        s->rq = RQ_DONE;
+        mg_session_timer(s, ST_NONE, 0);
+        if (s->rs == RS_WAIT && s->up)
+            mg_upconn_timer(s->up, UT_RESPONSE, cfg->response_timeout_ms);
+    } else if (s->tstate != ST_SEND) {
+        mg_session_timer(s, ST_BODY, cfg->body_timeout_ms);
+    }
+}
+
+/* Sends body bytes and returns 1 if the caller must wait (write queued,
+ * or failure handled), 0 when the buffer is drained or the body done. */
+static int send_request_body(mg_session_t *s, uv_buf_t *iov, unsigned first, unsigned max)
+{
+    const mg_config_t *cfg = s->ws->snap->cfg;
+    unsigned niov = 0;
+    ssize_t used = 0;
+    if (s->rq == RQ_BODY) {
+        used = mg_pipe_take(&s->reqp, s->rbuf + s->rpos, s->rlen - s->rpos, iov + first, max - first, &niov);
+        if (used < 0) {
+            upstream_fail(s, 400, "invalid chunked request body");
+            return 1;
+        }
+        if (cfg->max_body_bytes && s->reqp.payload > cfg->max_body_bytes) {
+            upstream_fail(s, 413, "request body too large");
+            return 1;
+        }
+        s->bytes_in += (uint64_t)used;
+    }
+    niov += first;
+    int rc = 0;
+    if (niov)
+        rc = up_send(s, iov, niov, (size_t)used);
+    else
+        s->rpos += (size_t)used;
+    if (rc < 0) {
+        upstream_fail(s, 502, "upstream write failed");
+        return 1;
+    }
+    if (s->rq == RQ_BODY)
+        request_body_progress(s);
+    if (rc == 1)
+        return 1;
+    return (s->rq != RQ_BODY || (used == 0 && first == 0)) ? 0 : 2;
+}
+
+void mg_exchange_forward_request(mg_session_t *s)
+{
+    uv_buf_t iov[MG_PIPE_IOV];
+    while (s->exchange && s->rq == RQ_BODY && s->up && s->rs >= RS_WAIT && !s->uw_pending && !s->closing) {
+        if (s->rpos == s->rlen) {
+            mg_session_read(s, true);
+            return;
+        }
+        int rc = send_request_body(s, iov, 0, MG_PIPE_IOV);
+        if (rc != 2)
+            break;
+    }
+    if (s->exchange && s->rq == RQ_BODY && !s->uw_pending && !s->closing)
+        mg_session_read(s, true);
+}
+
+void mg_exchange_up_ready(mg_session_t *s, int status)
+{
+    if (status < 0) {
+        upstream_fail(s, 503, "upstream connect failed");
+        return;
+    }
+    const mg_config_t *cfg = s->ws->snap->cfg;
+    s->rs = RS_WAIT;
+    atomic_fetch_add_explicit(&s->up->ep->w[s->w->id].requests, 1, memory_order_relaxed);
+    uv_buf_t iov[MG_PIPE_IOV];
+    iov[0] = uv_buf_init(s->ubuf.p, (unsigned)s->ubuf.len);
+    if (s->rq == RQ_DONE)
+        mg_upconn_timer(s->up, UT_RESPONSE, cfg->response_timeout_ms);
+    else
+        mg_upconn_timer(s->up, UT_NONE, 0);
+    int rc = send_request_body(s, iov, 1, MG_PIPE_IOV);
+    if (rc == 2)
+        mg_exchange_forward_request(s);
+}
+
+void mg_exchange_up_written(mg_session_t *s, int status)
+{
+    s->uw_pending = false;
+    if (status < 0) {
+        if (status != UV_ECANCELED)
+            upstream_fail(s, 502, "upstream write failed");
+        return;
+    }
+    s->rpos += s->uw_consume;
+    s->uw_consume = 0;
+    mg_exchange_forward_request(s);
+    mg_session_finish(s);
+}
+
+/* ---- response side ---- */
+
+static void build_client_head(mg_session_t *s)
+{
+    const mg_http_msg_t *r = &s->resp;
+    mg_buf_t *b = &s->hbuf;
+    bool client10 = s->req.version == 10;
+    b->len = 0;
+    mg_buf_addf(b, "HTTP/1.1 %d ", r->status);
+    mg_buf_add(b, r->reason.p, r->reason.n);
+    mg_buf_add(b, CRLF, 2);
+    for (uint32_t i = 0; i < r->nheaders; i++) {
+        const mg_http_header_t *h = &r->headers[i];
+        if (h->flags & MG_HDR_HOP)
+            continue;
+        mg_buf_add(b, h->name.p, h->name.n);
+        mg_buf_add(b, ": ", 2);
+        mg_buf_add(b, h->value.p, h->value.n);
+        mg_buf_add(b, CRLF, 2);
+    }
+    switch (r->body) {
+    case MG_BODY_NONE:
+        if ((r->flags & MG_MSG_HAS_CL) && r->status != 204 && r->status >= 200)
+            mg_buf_addf(b, "Content-Length: %" PRIu64 "\r\n", r->content_length);
+        break;
+    case MG_BODY_LENGTH:
+        mg_buf_addf(b, "Content-Length: %" PRIu64 "\r\n", r->content_length);
+        break;
+    case MG_BODY_CHUNKED:
+    case MG_BODY_EOF:
+        if (client10)
+            s->keepalive = false; /* close-delimited for HTTP/1.0 */
+        else
+            mg_buf_add(b, "Transfer-Encoding: chunked\r\n", 28);
+        break;
+    }
+    if (s->w->draining)
+        s->keepalive = false;
+    if (!s->keepalive)
+        mg_buf_add(b, "Connection: close\r\n", 19);
+    else if (client10)
+        mg_buf_add(b, "Connection: keep-alive\r\n", 24);
+    mg_buf_add(b, CRLF, 2);
+}
+
+/* Forward what is buffered from upstream. Returns after queuing a write,
+ * draining the buffer, or finishing the body. */
+static void forward_response_from(mg_session_t *s, uv_buf_t *iov, unsigned first)
+{
+    mg_upconn_t *up = s->up;
+    const mg_config_t *cfg = s->ws->snap->cfg;
+    for (;;) {
+        unsigned niov = 0;
+        ssize_t used = 0;
+        if (s->rs == RS_BODY) {
+            used = mg_pipe_take(&s->resp_pipe, up->rbuf + up->rpos, up->rlen - up->rpos, iov + first,
+                                MG_PIPE_IOV - first, &niov);
+            if (used < 0) {
+                upstream_fail(s, 502, "invalid chunked upstream body");
+                return;
+            }
+            if (s->resp_pipe.done) {
+                s->rs = RS_DONE;
+                mg_upconn_timer(up, UT_NONE, 0);
+                if (up->rpos + (size_t)used < up->rlen)
+                    s->up_reusable = false; /* bytes after the message */
+            } else {
+                mg_upconn_timer(up, UT_BODY, cfg->body_timeout_ms);
+            }
+        }
+        niov += first;
+        if (niov == 0) {
+            up->rpos += (size_t)used;
+            if (used == 0 || s->rs != RS_BODY)
+                break;
+            continue;
+        }
+        int rc = mg_session_client_send(s, iov, niov, (size_t)used);
+        if (rc < 0) {
+            mg_session_close(s);
+            return;
+        }
+        if (rc == 1 || s->rs != RS_BODY || up->rpos == up->rlen)
+            break;
+        first = 0;
+    }
+    if (s->rs == RS_BODY && !s->cw_pending)
+        mg_upconn_read(up, true);
+}
+
+void mg_exchange_forward_response(mg_session_t *s)
+{
+    uv_buf_t iov[MG_PIPE_IOV];
+    if (s->up && s->rs == RS_BODY && !s->cw_pending && !s->closing)
+        forward_response_from(s, iov, 0);
+}
+
+void mg_exchange_up_data(mg_session_t *s)
+{
+    mg_upconn_t *up = s->up;
+    while (s->rs == RS_WAIT) {
+        int r = mg_http_parse_response(up->rbuf + up->rpos, up->rlen - up->rpos, &s->resp,
+                                       &s->ws->snap->limits, s->req.method_id);
+        if (r == 0)
+            return;
+        if (r < 0) {
+            upstream_fail(s, 502, "invalid upstream response");
+            return;
+        }
+        if (s->resp.status < 200) {
+            if (s->resp.status == 101) {
+                upstream_fail(s, 502, "unexpected protocol switch from upstream");
+                return;
+            }
+            up->rpos += (size_t)r; /* interim response: dropped */
+            mg_http_msg_reset(&s->resp);
+            continue;
+        }
+        s->status = s->resp.status;
+        if ((s->resp.flags & MG_MSG_CONN_CLOSE) || (s->resp.version == 10 && !(s->resp.flags & MG_MSG_CONN_KEEPALIVE)))
+            s->up_reusable = false;
+        bool client10 = s->req.version == 10;
+        bool out_chunked = !client10 && (s->resp.body == MG_BODY_CHUNKED || s->resp.body == MG_BODY_EOF);
+        pipe_init(&s->resp_pipe, s->resp.body, s->resp.content_length, out_chunked);
+        if (s->resp.body == MG_BODY_EOF)
+            s->up_reusable = false;
+        build_client_head(s);
+        up->rpos += (size_t)r;
+        s->resp_started = true;
+        s->rs = s->resp_pipe.done ? RS_DONE : RS_BODY;
+        if (s->rs == RS_DONE) {
+            mg_upconn_timer(up, UT_NONE, 0);
+            if (up->rpos < up->rlen)
+                s->up_reusable = false; /* a body where none may be */
+        }
+        uv_buf_t iov[MG_PIPE_IOV];
+        iov[0] = uv_buf_init(s->hbuf.p, (unsigned)s->hbuf.len);
+        forward_response_from(s, iov, 1);
+        mg_session_finish(s);
+        return;
+    }
+    if (s->rs == RS_BODY) {
+        mg_exchange_forward_response(s);
+        mg_session_finish(s);
+    } else if (s->rs == RS_DONE) {
+        s->up_reusable = false; /* bytes after a complete response */
+    }
+}
+
+static bool retry_safe(const mg_session_t *s)
+{
+    switch (s->req.method_id) {
+    case MG_METHOD_GET:
+    case MG_METHOD_HEAD:
+    case MG_METHOD_OPTIONS:
+    case MG_METHOD_TRACE:
+    case MG_METHOD_PUT:
+    case MG_METHOD_DELETE:
+        break;
+    default:
+        return false;
+    }
+    return s->req.body == MG_BODY_NONE || (s->req.body == MG_BODY_LENGTH && s->req.content_length == 0);
+}
+
+void mg_exchange_up_eof(mg_session_t *s, int err)
+{
+    mg_upconn_t *up = s->up;
+    if (s->rs == RS_WAIT) {
+        /* A pooled connection the upstream closed just as we reused it: the
+         * request never reached the application, so try once more on a
+         * fresh connection. */
+        if (up->reused && up->rlen == 0 && !s->retried && s->rq == RQ_DONE && retry_safe(s)) {
+            s->retried = true;
+            mg_exchange_detach(s, false);
+            s->rs = RS_CONNECT;
+            mg_pool_acquire(s->w, s, s->ep, true);
+            return;
+        }
+        upstream_fail(s, 502, err == UV_EOF ? "upstream closed connection" : "upstream connection error");
+        return;
+    }
+    if (s->rs == RS_BODY) {
+        if (s->resp_pipe.in == MG_BODY_EOF && err == UV_EOF) {
+            s->resp_pipe.done = true;
+            s->rs = RS_DONE;
+            s->up_reusable = false;
+            mg_upconn_timer(up, UT_NONE, 0);
+            if (s->resp_pipe.out_chunked) {
+                uv_buf_t b = uv_buf_init((char *)LAST_CHUNK, 5);
+                if (mg_session_client_send(s, &b, 1, 0) < 0) {
+                    mg_session_close(s);
+                    return;
+                }
+            }
+            mg_exchange_detach(s, false);
+            mg_session_finish(s);
+            return;
+        }
+        /* Truncated body: the client must see the message incomplete. */
+        atomic_fetch_add_explicit(&up->ep->w[s->w->id].failures, 1, memory_order_relaxed);
+        mg_session_close(s);
+        return;
+    }
+    s->up_reusable = false;
+    if (s->rs == RS_DONE)
+        mg_session_finish(s);
+}
+
+void mg_exchange_up_timeout(mg_session_t *s, mg_utimer_t which)
+{
+    switch (which) {
+    case UT_CONNECT:
+        upstream_fail(s, 503, "upstream connect timeout");
+        break;
+    case UT_RESPONSE:
+        upstream_fail(s, 504, "upstream response timeout");
+        break;
+    default:
+        upstream_fail(s, 504, "upstream body timeout");
+        break;
+    }
+}
+
+void mg_exchange_detach(mg_session_t *s, bool reuse)
+{
+    mg_upconn_t *up = s->up;
+    if (!up)
+        return;
+    const mg_cluster_cfg_t *cc = s->route ? s->ws->snap->clusters.clusters[s->route->cfg->cluster_index].cfg : NULL;
+    reuse = reuse && !s->uw_pending;
+    s->up = NULL;
+    s->uw_pending = false;
+    mg_pool_release(up, reuse, cc ? cc->max_idle : 0, cc ? cc->idle_timeout_ms : 0);
+}

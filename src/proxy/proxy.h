@@ -1,0 +1,58 @@
+/* proxy: the data plane. N worker threads, each with its own libuv loop
+ * and SO_REUSEPORT listeners, proxy HTTP/1.1 requests to clusters.
+ *
+ * A snapshot is one loaded config compiled for serving (route table,
+ * resolved clusters). It is immutable and refcounted: the control thread
+ * builds it, mg_server_swap() publishes it, each worker adopts it between
+ * requests, and in-flight requests finish on the snapshot they started
+ * with. The server and its snapshots are driven from the control thread
+ * only (the one that called mg_server_start). */
+#ifndef MG_PROXY_PROXY_H
+#define MG_PROXY_PROXY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cluster/cluster.h"
+#include "config/config.h"
+#include "route/route.h"
+
+typedef struct mg_snapshot {
+    _Atomic int refs;
+    uint64_t generation;
+    mg_config_t *cfg; /* owned */
+    mg_route_table_t *routes;
+    mg_cluster_set_t clusters;
+    mg_http_limits_t limits;
+} mg_snapshot_t;
+
+/* Takes ownership of cfg (freed on failure too). Returns 0 or MG_ECONFIG
+ * with "FILE:LINE:COL: message" in err. The new snapshot has one ref. */
+int mg_snapshot_build(mg_config_t *cfg, mg_snapshot_t **out, char *err, size_t errlen);
+void mg_snapshot_ref(mg_snapshot_t *s);
+void mg_snapshot_unref(mg_snapshot_t *s);
+
+typedef struct mg_server mg_server_t;
+
+/* Binds every listen address (one socket per worker and address, with
+ * SO_REUSEPORT) and starts the workers. Takes a ref on snap. on_exit is
+ * called on the control loop once every worker has stopped. */
+int mg_server_start(void *control_loop, mg_snapshot_t *snap, void (*on_exit)(void *), void *arg,
+                    mg_server_t **out, char *err, size_t errlen);
+
+/* Publish a new snapshot to every worker (takes a ref on snap). */
+void mg_server_swap(mg_server_t *srv, mg_snapshot_t *snap);
+
+/* The snapshot currently published, with a ref the caller drops. */
+mg_snapshot_t *mg_server_current(mg_server_t *srv);
+
+/* Stop accepting, finish in-flight requests, close idle connections;
+ * after timeout_ms force-close what remains. Workers then exit. */
+void mg_server_drain(mg_server_t *srv, uint32_t timeout_ms);
+
+/* Join the worker threads and free the server (after on_exit ran). */
+void mg_server_free(mg_server_t *srv);
+
+uint32_t mg_server_workers(const mg_server_t *srv);
+
+#endif

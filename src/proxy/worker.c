@@ -1,0 +1,412 @@
+/* worker: the server object, its worker threads and config snapshots.
+ * Each worker runs one libuv loop with its own SO_REUSEPORT listeners, so
+ * the kernel spreads connections and no lock is taken to accept. */
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/err.h"
+#include "core/log.h"
+#include "proxy/proxy_int.h"
+
+struct mg_server {
+    uv_loop_t *control;
+    uv_async_t exited; /* on the control loop: a worker stopped */
+    void (*on_exit)(void *);
+    void *on_exit_arg;
+    mg_worker_t *workers;
+    uint32_t nworkers;
+    _Atomic uint32_t running;
+    _Atomic(mg_snapshot_t *) current;
+    _Atomic uint64_t generation;
+    _Atomic int drain_requested;
+    uint32_t drain_timeout_ms;
+    pthread_mutex_t lock; /* guards `current` ref handoff */
+};
+
+/* ---- snapshots ---- */
+
+int mg_snapshot_build(mg_config_t *cfg, mg_snapshot_t **out, char *err, size_t errlen)
+{
+    mg_snapshot_t *s = calloc(1, sizeof *s);
+    if (!s) {
+        mg_config_free(cfg);
+        return -ENOMEM;
+    }
+    s->cfg = cfg;
+    atomic_init(&s->refs, 1);
+    int rc = mg_route_table_build(cfg, &s->routes, err, errlen);
+    if (rc == 0)
+        rc = mg_cluster_set_build(cfg, &s->clusters, err, errlen);
+    if (rc) {
+        if (s->routes)
+            mg_route_table_free(s->routes);
+        mg_config_free(cfg);
+        free(s);
+        return rc;
+    }
+    s->limits.max_request_line = cfg->max_request_line;
+    s->limits.max_header_bytes = cfg->max_header_bytes;
+    s->limits.max_headers = cfg->max_headers;
+    *out = s;
+    return 0;
+}
+
+void mg_snapshot_ref(mg_snapshot_t *s) { atomic_fetch_add(&s->refs, 1); }
+
+void mg_snapshot_unref(mg_snapshot_t *s)
+{
+    if (!s || atomic_fetch_sub(&s->refs, 1) != 1)
+        return;
+    mg_route_table_free(s->routes);
+    mg_cluster_set_free(&s->clusters);
+    mg_config_free(s->cfg);
+    free(s);
+}
+
+mg_snapshot_t *mg_server_current(mg_server_t *srv)
+{
+    pthread_mutex_lock(&srv->lock);
+    mg_snapshot_t *s = atomic_load(&srv->current);
+    mg_snapshot_ref(s);
+    pthread_mutex_unlock(&srv->lock);
+    return s;
+}
+
+static mg_wsnap_t *wsnap_new(mg_snapshot_t *snap)
+{
+    mg_wsnap_t *ws = calloc(1, sizeof *ws);
+    if (!ws)
+        return NULL;
+    ws->rr = calloc(snap->clusters.n ? snap->clusters.n : 1, sizeof *ws->rr);
+    if (!ws->rr) {
+        free(ws);
+        return NULL;
+    }
+    ws->snap = snap;
+    return ws;
+}
+
+static void wsnap_free(mg_wsnap_t *ws)
+{
+    mg_snapshot_unref(ws->snap);
+    free(ws->rr);
+    free(ws);
+}
+
+void mg_wsnap_release(mg_worker_t *w, mg_wsnap_t *ws)
+{
+    if (--ws->inflight > 0 || ws == w->cur)
+        return;
+    for (mg_wsnap_t **pp = &w->retired; *pp; pp = &(*pp)->next) {
+        if (*pp == ws) {
+            *pp = ws->next;
+            wsnap_free(ws);
+            return;
+        }
+    }
+}
+
+/* Worker side of a swap: adopt the published snapshot between requests. */
+static void worker_adopt(mg_worker_t *w)
+{
+    mg_snapshot_t *snap = mg_server_current(w->srv);
+    if (w->cur && w->cur->snap == snap) {
+        mg_snapshot_unref(snap);
+        return;
+    }
+    mg_wsnap_t *ws = wsnap_new(snap);
+    if (!ws) {
+        mg_snapshot_unref(snap);
+        mg_error("worker %u: out of memory adopting config", w->id);
+        return;
+    }
+    mg_wsnap_t *old = w->cur;
+    w->cur = ws;
+    if (old) {
+        if (old->inflight == 0) {
+            wsnap_free(old);
+        } else {
+            old->next = w->retired;
+            w->retired = old;
+        }
+    }
+}
+
+mg_pool_t *mg_worker_pool(mg_worker_t *w, uint32_t idx)
+{
+    if (idx >= w->npools) {
+        uint32_t n = idx + 16;
+        mg_pool_t *p = realloc(w->pools, n * sizeof *p);
+        if (!p)
+            return NULL;
+        memset(p + w->npools, 0, (n - w->npools) * sizeof *p);
+        w->pools = p;
+        w->npools = n;
+    }
+    return &w->pools[idx];
+}
+
+/* ---- accept, drain, exit ---- */
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    mg_worker_t *w = server->data;
+    if (status < 0) {
+        mg_warn("worker %u: accept: %s", w->id, uv_strerror(status));
+        return;
+    }
+    mg_session_accept(w, server);
+}
+
+static void close_free_cb(uv_handle_t *h) { (void)h; }
+
+static void worker_maybe_exit(mg_worker_t *w)
+{
+    if (!w->draining || w->nsessions > 0)
+        return;
+    mg_pool_close_all(w);
+    uv_timer_stop(&w->drain_timer);
+    uv_close((uv_handle_t *)&w->drain_timer, close_free_cb);
+    uv_close((uv_handle_t *)&w->flush_timer, close_free_cb);
+    uv_close((uv_handle_t *)&w->wake, close_free_cb);
+}
+
+void mg_worker_session_closed(mg_worker_t *w, mg_session_t *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        w->sessions = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    w->nsessions--;
+    worker_maybe_exit(w);
+}
+
+static void on_drain_timeout(uv_timer_t *t)
+{
+    mg_worker_t *w = t->data;
+    mg_warn("worker %u: drain timeout, closing %u connections", w->id, w->nsessions);
+    for (mg_session_t *s = w->sessions, *n; s; s = n) {
+        n = s->next;
+        mg_session_close(s);
+    }
+}
+
+static void worker_start_drain(mg_worker_t *w)
+{
+    if (w->draining)
+        return;
+    w->draining = true;
+    for (size_t i = 0; i < w->nlisteners; i++)
+        uv_close((uv_handle_t *)&w->listeners[i], close_free_cb);
+    for (mg_session_t *s = w->sessions, *n; s; s = n) {
+        n = s->next;
+        mg_session_drain(s);
+    }
+    uv_timer_start(&w->drain_timer, on_drain_timeout, w->srv->drain_timeout_ms, 0);
+    worker_maybe_exit(w);
+}
+
+static void on_wake(uv_async_t *a)
+{
+    mg_worker_t *w = a->data;
+    if (atomic_load(&w->srv->drain_requested)) {
+        worker_start_drain(w);
+        return;
+    }
+    worker_adopt(w);
+}
+
+static void on_flush(uv_timer_t *t)
+{
+    mg_worker_t *w = t->data;
+    mg_alog_flush(&w->alog);
+}
+
+static void worker_main(void *arg)
+{
+    mg_worker_t *w = arg;
+    for (size_t i = 0; i < w->nlisteners; i++) {
+        uv_tcp_init(&w->loop, &w->listeners[i]);
+        w->listeners[i].data = w;
+        int rc = uv_tcp_open(&w->listeners[i], w->listen_fds[i]);
+        if (rc == 0)
+            rc = uv_listen((uv_stream_t *)&w->listeners[i], 4096, on_connection);
+        if (rc)
+            mg_error("worker %u: listen: %s", w->id, uv_strerror(rc));
+    }
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    mg_alog_flush(&w->alog);
+    mg_buf_free(&w->alog.buf);
+    if (w->cur)
+        wsnap_free(w->cur);
+    while (w->retired) {
+        mg_wsnap_t *n = w->retired->next;
+        wsnap_free(w->retired);
+        w->retired = n;
+    }
+    w->cur = NULL;
+    free(w->pools);
+    w->pools = NULL;
+    uv_loop_close(&w->loop);
+    mg_server_t *srv = w->srv;
+    if (atomic_fetch_sub(&srv->running, 1) == 1)
+        uv_async_send(&srv->exited);
+}
+
+static void on_all_exited(uv_async_t *a)
+{
+    mg_server_t *srv = a->data;
+    uv_close((uv_handle_t *)&srv->exited, NULL);
+    if (srv->on_exit)
+        srv->on_exit(srv->on_exit_arg);
+}
+
+static int bind_one(const mg_addr_cfg_t *a, char *err, size_t errlen)
+{
+    struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV }, *res;
+    char port[8];
+    snprintf(port, sizeof port, "%u", a->port);
+    int rc = getaddrinfo(a->host && a->host[0] ? a->host : NULL, port, &hints, &res);
+    if (rc) {
+        snprintf(err, errlen, "listen %s:%u: %s", a->host, a->port, gai_strerror(rc));
+        return -EINVAL;
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) ||
+        bind(fd, res->ai_addr, res->ai_addrlen)) {
+        rc = -errno;
+        snprintf(err, errlen, "listen %s:%u: %s", a->host, a->port, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        freeaddrinfo(res);
+        return rc;
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+int mg_server_start(void *control_loop, mg_snapshot_t *snap, void (*on_exit)(void *), void *arg,
+                    mg_server_t **out, char *err, size_t errlen)
+{
+    const mg_config_t *cfg = snap->cfg;
+    uint32_t n = cfg->workers ? cfg->workers : 1;
+    mg_server_t *srv = calloc(1, sizeof *srv);
+    if (!srv)
+        return -ENOMEM;
+    srv->workers = calloc(n, sizeof *srv->workers);
+    if (!srv->workers) {
+        free(srv);
+        return -ENOMEM;
+    }
+    srv->control = control_loop;
+    srv->nworkers = n;
+    srv->on_exit = on_exit;
+    srv->on_exit_arg = arg;
+    pthread_mutex_init(&srv->lock, NULL);
+    mg_snapshot_ref(snap);
+    atomic_store(&srv->current, snap);
+    uint32_t per_worker = (cfg->max_connections + n - 1) / n;
+
+    int rc = 0;
+    for (uint32_t i = 0; i < n && rc == 0; i++) {
+        mg_worker_t *w = &srv->workers[i];
+        w->id = i;
+        w->srv = srv;
+        w->max_sessions = per_worker ? per_worker : 1;
+        w->rng = 0x9e3779b97f4a7c15ULL ^ ((uint64_t)(i + 1) * 0xbf58476d1ce4e5b9ULL) ^ (uint64_t)getpid();
+        w->nlisteners = cfg->nlisten;
+        w->listeners = calloc(cfg->nlisten, sizeof *w->listeners);
+        w->listen_fds = calloc(cfg->nlisten, sizeof *w->listen_fds);
+        if (!w->listeners || !w->listen_fds) {
+            rc = -ENOMEM;
+            break;
+        }
+        for (size_t j = 0; j < cfg->nlisten; j++) {
+            int fd = bind_one(&cfg->listen[j], err, errlen);
+            if (fd < 0) {
+                rc = fd;
+                break;
+            }
+            w->listen_fds[j] = fd;
+        }
+    }
+    if (rc) {
+        /* Nothing started yet: close what was bound. */
+        for (uint32_t i = 0; i < n; i++) {
+            for (size_t j = 0; srv->workers[i].listen_fds && j < srv->workers[i].nlisteners; j++)
+                if (srv->workers[i].listen_fds[j] > 0)
+                    close(srv->workers[i].listen_fds[j]);
+            free(srv->workers[i].listeners);
+            free(srv->workers[i].listen_fds);
+        }
+        mg_snapshot_unref(snap);
+        free(srv->workers);
+        free(srv);
+        return rc;
+    }
+    uv_async_init(control_loop, &srv->exited, on_all_exited);
+    srv->exited.data = srv;
+    srv->drain_timeout_ms = cfg->drain_timeout_ms;
+    atomic_store(&srv->running, n);
+    for (uint32_t i = 0; i < n; i++) {
+        mg_worker_t *w = &srv->workers[i];
+        uv_loop_init(&w->loop);
+        uv_async_init(&w->loop, &w->wake, on_wake);
+        w->wake.data = w;
+        uv_timer_init(&w->loop, &w->drain_timer);
+        w->drain_timer.data = w;
+        uv_timer_init(&w->loop, &w->flush_timer);
+        w->flush_timer.data = w;
+        if (mg_alog_enabled())
+            uv_timer_start(&w->flush_timer, on_flush, 200, 200);
+        worker_adopt(w);
+        uv_thread_create(&w->thread, worker_main, w);
+    }
+    *out = srv;
+    return 0;
+}
+
+void mg_server_swap(mg_server_t *srv, mg_snapshot_t *snap)
+{
+    mg_snapshot_ref(snap);
+    snap->generation = atomic_fetch_add(&srv->generation, 1) + 1;
+    pthread_mutex_lock(&srv->lock);
+    mg_snapshot_t *old = atomic_exchange(&srv->current, snap);
+    pthread_mutex_unlock(&srv->lock);
+    mg_snapshot_unref(old);
+    for (uint32_t i = 0; i < srv->nworkers; i++)
+        uv_async_send(&srv->workers[i].wake);
+}
+
+void mg_server_drain(mg_server_t *srv, uint32_t timeout_ms)
+{
+    srv->drain_timeout_ms = timeout_ms;
+    atomic_store(&srv->drain_requested, 1);
+    for (uint32_t i = 0; i < srv->nworkers; i++)
+        uv_async_send(&srv->workers[i].wake);
+}
+
+void mg_server_free(mg_server_t *srv)
+{
+    for (uint32_t i = 0; i < srv->nworkers; i++) {
+        uv_thread_join(&srv->workers[i].thread);
+        free(srv->workers[i].listeners);
+        free(srv->workers[i].listen_fds);
+    }
+    mg_snapshot_unref(atomic_load(&srv->current));
+    pthread_mutex_destroy(&srv->lock);
+    free(srv->workers);
+    free(srv);
+}
+
+uint32_t mg_server_workers(const mg_server_t *srv) { return srv->nworkers; }
