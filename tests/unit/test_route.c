@@ -1,0 +1,198 @@
+/* test_route: route table built from a config; first match wins. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "config/config.h"
+#include "core/err.h"
+#include "http/http1.h"
+#include "route/route.h"
+
+static const char routes_yaml[] =
+    "clusters:\n"
+    "  users: {endpoints: [127.0.0.1:9001]}\n"
+    "  orders: {endpoints: [127.0.0.1:9002]}\n"
+    "  static: {endpoints: [127.0.0.1:9003]}\n"
+    "  fallback: {endpoints: [127.0.0.1:9004]}\n"
+    "routes:\n"
+    "  - id: user-by-id\n"
+    "    path: /api/users/{id:\\d+}\n"
+    "    to: users\n"
+    "  - id: users\n"
+    "    path: /api/users/**\n"
+    "    to: users\n"
+    "  - id: order-items\n"
+    "    path: /api/orders/{order}/items/{*rest}\n"
+    "    to: orders\n"
+    "  - id: health\n"
+    "    path: /health\n"
+    "    to: static\n"
+    "  - id: images\n"
+    "    path: /img/*.png\n"
+    "    to: static\n"
+    "  - id: everything-else\n"
+    "    path: /**\n"
+    "    to: fallback\n";
+
+typedef struct {
+    mg_config_t *cfg;
+    mg_route_table_t *t;
+} fixture_t;
+
+static int setup(void **state)
+{
+    fixture_t *f = calloc(1, sizeof *f);
+    char err[256];
+    mg_config_buffer_t b = { "routes.yaml", routes_yaml, sizeof routes_yaml - 1 };
+    if (mg_config_load_buffers(&b, 1, &f->cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return -1;
+    }
+    if (mg_route_table_build(f->cfg, &f->t, err, sizeof err) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return -1;
+    }
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture_t *f = *state;
+    mg_route_table_free(f->t);
+    mg_config_free(f->cfg);
+    free(f);
+    return 0;
+}
+
+static const struct {
+    const char *path;
+    const char *route; /* NULL: no match */
+    const char *vars;
+} cases[] = {
+    { "/api/users/42", "user-by-id", "id=42" },
+    { "/api/users/42/", "user-by-id", "id=42" },
+    { "/api/users/me", "users", "" },
+    { "/api/users", "users", "" },
+    { "/api/users/42/orders", "users", "" },
+    { "/api/orders/7/items", "order-items", "order=7;rest=" },
+    { "/api/orders/7/items/3/x", "order-items", "order=7;rest=/3/x" },
+    { "/api/orders/7", "everything-else", "" },
+    { "/health", "health", "" },
+    { "/health/", "health", "" },
+    { "/healthz", "everything-else", "" },
+    { "/img/a.png", "images", "" },
+    { "/img/a.gif", "everything-else", "" },
+    { "/", "everything-else", "" },
+    { "*", NULL, NULL },            /* asterisk-form OPTIONS */
+    { "example.com:443", NULL, NULL }, /* CONNECT authority */
+};
+
+static void test_match(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(mg_route_count(f->t), 6);
+    assert_string_equal(mg_route_at(f->t, 1)->cfg->id, "users");
+    assert_null(mg_route_at(f->t, 6));
+    static mg_http_msg_t req;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        memset(&req, 0, sizeof req);
+        req.path = mg_slice_cstr(cases[i].path);
+        mg_path_vars_t v;
+        const mg_route_t *r = mg_route_match(f->t, &req, &v);
+        if (!cases[i].route) {
+            if (r) fail_msg("%s: matched %s, want none", cases[i].path, r->cfg->id);
+            assert_int_equal(v.n, 0);
+            continue;
+        }
+        if (!r) fail_msg("%s: no match, want %s", cases[i].path, cases[i].route);
+        if (strcmp(r->cfg->id, cases[i].route) != 0)
+            fail_msg("%s: matched %s, want %s", cases[i].path, r->cfg->id, cases[i].route);
+        char got[256] = "";
+        size_t w = 0;
+        for (size_t k = 0; k < v.n; k++)
+            w += (size_t)snprintf(got + w, sizeof got - w, "%s%.*s=%.*s", k ? ";" : "", (int)v.name[k].n,
+                                  v.name[k].p, (int)v.value[k].n, v.value[k].p);
+        if (strcmp(got, cases[i].vars) != 0) fail_msg("%s: vars '%s', want '%s'", cases[i].path, got, cases[i].vars);
+        assert_ptr_equal(mg_route_match(f->t, &req, NULL), r);
+        assert_ptr_equal(&f->cfg->clusters[r->cfg->cluster_index], &f->cfg->clusters[r->cfg->cluster_index]);
+        assert_string_equal(f->cfg->clusters[r->cfg->cluster_index].name, r->cfg->cluster);
+    }
+}
+
+static void test_first_match_wins(void **state)
+{
+    (void)state;
+    const char *y = "clusters: {a: {endpoints: [1.1.1.1:80]}, b: {endpoints: [1.1.1.1:81]}}\n"
+                    "routes:\n"
+                    "  - {id: broad, path: /**, to: a}\n"
+                    "  - {id: narrow, path: /x, to: b}\n";
+    mg_config_buffer_t b = { "f.yaml", y, strlen(y) };
+    mg_config_t *cfg;
+    mg_route_table_t *t;
+    char err[256];
+    assert_int_equal(mg_config_load_buffers(&b, 1, &cfg, err, sizeof err), 0);
+    assert_int_equal(mg_route_table_build(cfg, &t, err, sizeof err), 0);
+    static mg_http_msg_t req;
+    req.path = mg_slice_cstr("/x");
+    const mg_route_t *r = mg_route_match(t, &req, NULL);
+    assert_non_null(r);
+    assert_string_equal(r->cfg->id, "broad");
+    assert_int_equal(r->cfg->cluster_index, 0);
+    mg_route_table_free(t);
+    mg_config_free(cfg);
+}
+
+static void test_empty_table(void **state)
+{
+    (void)state;
+    mg_config_t *cfg;
+    mg_route_table_t *t;
+    char err[64];
+    mg_config_buffer_t b = { "e.yaml", "", 0 };
+    assert_int_equal(mg_config_load_buffers(&b, 1, &cfg, err, sizeof err), 0);
+    assert_int_equal(mg_route_table_build(cfg, &t, err, sizeof err), 0);
+    static mg_http_msg_t req;
+    req.path = mg_slice_cstr("/");
+    assert_null(mg_route_match(t, &req, NULL));
+    assert_int_equal(mg_route_count(t), 0);
+    mg_route_table_free(t);
+    mg_config_free(cfg);
+}
+
+/* A config built by hand (not through the loader) with a bad pattern. */
+static void test_bad_pattern_position(void **state)
+{
+    (void)state;
+    char file[] = "hand.yaml";
+    mg_cluster_cfg_t c = { .name = "a" };
+    mg_route_cfg_t routes[2] = {
+        { .id = "ok", .path = "/ok", .cluster = "a", .pos = { file, 3, 5 }, .path_pos = { file, 4, 11 } },
+        { .id = "bad", .path = "/a/**/b", .cluster = "a", .pos = { file, 6, 5 }, .path_pos = { file, 7, 11 } },
+    };
+    mg_config_t cfg = { .routes = routes, .nroutes = 2, .clusters = &c, .nclusters = 1 };
+    mg_route_table_t *t = (mg_route_table_t *)1;
+    char err[256];
+    assert_int_equal(mg_route_table_build(&cfg, &t, err, sizeof err), MG_ECONFIG);
+    assert_null(t);
+    assert_string_equal(err, "hand.yaml:7:11: bad path pattern: '**' is only allowed as the last segment");
+    routes[1].path_pos = (mg_src_pos_t){ 0 }; /* falls back to the route's position */
+    assert_int_equal(mg_route_table_build(&cfg, &t, err, sizeof err), MG_ECONFIG);
+    assert_string_equal(err, "hand.yaml:6:5: bad path pattern: '**' is only allowed as the last segment");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_match, setup, teardown),
+        cmocka_unit_test(test_first_match_wins),
+        cmocka_unit_test(test_empty_table),
+        cmocka_unit_test(test_bad_pattern_position),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
