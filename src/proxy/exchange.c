@@ -274,7 +274,8 @@ void mg_exchange_start(mg_session_t *s, size_t head_len)
         mg_session_local_reply(s, 501, "CONNECT is not supported", true);
         return;
     }
-    s->route = mg_route_match(snap->routes, m, NULL);
+    mg_match_ctx_t mctx = { .req = m, .peer = (const struct sockaddr *)&s->peer_addr, .rng = &w->rng, .now_ms = 0 };
+    s->route = mg_route_match(snap->routes, &mctx, NULL);
     if (!s->route) {
         mg_session_local_reply(s, 404, "no route", false);
         return;

@@ -110,6 +110,7 @@ struct mg_session {
     mg_worker_t *w;
     mg_session_t *prev, *next;
     char peer[48]; /* client IP text, for X-Forwarded-For and the log */
+    struct sockaddr_storage peer_addr;
 
     char *rbuf; /* client bytes: [rpos, rlen) unconsumed */
     size_t rpos, rlen, rcap;

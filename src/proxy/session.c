@@ -71,6 +71,7 @@ void mg_session_accept(mg_worker_t *w, uv_stream_t *server)
     struct sockaddr_storage ss;
     int len = sizeof ss;
     if (uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&ss, &len) == 0) {
+        s->peer_addr = ss;
         if (ss.ss_family == AF_INET)
             uv_ip4_name((struct sockaddr_in *)&ss, s->peer, sizeof s->peer);
         else if (ss.ss_family == AF_INET6)

@@ -51,8 +51,9 @@ void mg_route_table_free(mg_route_table_t *t)
     free(t);
 }
 
-const mg_route_t *mg_route_match(const mg_route_table_t *t, const mg_http_msg_t *req, mg_path_vars_t *vars)
+const mg_route_t *mg_route_match(const mg_route_table_t *t, const mg_match_ctx_t *ctx, mg_path_vars_t *vars)
 {
+    const mg_http_msg_t *req = ctx->req;
     const char *p = req->path.p;
     size_t n = req->path.n;
     if (!p) {

@@ -6,17 +6,29 @@
 #ifndef MG_ROUTE_ROUTE_H
 #define MG_ROUTE_ROUTE_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <sys/socket.h>
 #include <stdint.h>
 
 #include "config/config.h"
 #include "http/http1.h"
 #include "route/path.h"
 
-typedef struct {
+typedef struct mg_route {
     const mg_route_cfg_t *cfg; /* id, cluster name and index, position */
     mg_path_pattern_t *path;
+    bool has_filters;          /* any request/response filter (incl. default-filters) */
+    void *compiled;            /* private to route/ and filter/: predicates, filters */
 } mg_route_t;
+
+/* What predicates may look at besides the parsed request. */
+typedef struct {
+    const mg_http_msg_t *req;
+    const struct sockaddr *peer; /* client address (RemoteAddr); may be NULL */
+    uint64_t *rng;               /* the worker's xorshift64 state (Weight draws) */
+    int64_t now_ms;              /* wall clock, ms since epoch (After/Before/Between) */
+} mg_match_ctx_t;
 
 typedef struct mg_route_table mg_route_table_t;
 
@@ -24,8 +36,9 @@ typedef struct mg_route_table mg_route_table_t;
 int mg_route_table_build(const mg_config_t *cfg, mg_route_table_t **out, char *err, size_t errlen);
 void mg_route_table_free(mg_route_table_t *t);
 
-/* First matching route for a parsed request, or NULL. vars may be NULL. */
-const mg_route_t *mg_route_match(const mg_route_table_t *t, const mg_http_msg_t *req, mg_path_vars_t *vars);
+/* First matching route (by order, then declaration) or NULL. vars (may be
+ * NULL) receives the URI variables of the Path and Host predicates. */
+const mg_route_t *mg_route_match(const mg_route_table_t *t, const mg_match_ctx_t *ctx, mg_path_vars_t *vars);
 
 size_t mg_route_count(const mg_route_table_t *t);
 const mg_route_t *mg_route_at(const mg_route_table_t *t, size_t i);

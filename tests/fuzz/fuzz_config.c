@@ -36,7 +36,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
         req.path = mg_slice_cstr(paths[i]);
         mg_path_vars_t v;
-        const mg_route_t *r = mg_route_match(t, &req, &v);
+        const mg_route_t *r = mg_route_match(t, &(mg_match_ctx_t){ .req = &req }, &v);
         if (r && r->cfg->cluster_index >= cfg->nclusters) abort();
     }
     mg_route_table_free(t);

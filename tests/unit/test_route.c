@@ -104,7 +104,7 @@ static void test_match(void **state)
         memset(&req, 0, sizeof req);
         req.path = mg_slice_cstr(cases[i].path);
         mg_path_vars_t v;
-        const mg_route_t *r = mg_route_match(f->t, &req, &v);
+        const mg_route_t *r = mg_route_match(f->t, &(mg_match_ctx_t){ .req = &req }, &v);
         if (!cases[i].route) {
             if (r) fail_msg("%s: matched %s, want none", cases[i].path, r->cfg->id);
             assert_int_equal(v.n, 0);
@@ -119,7 +119,7 @@ static void test_match(void **state)
             w += (size_t)snprintf(got + w, sizeof got - w, "%s%.*s=%.*s", k ? ";" : "", (int)v.name[k].n,
                                   v.name[k].p, (int)v.value[k].n, v.value[k].p);
         if (strcmp(got, cases[i].vars) != 0) fail_msg("%s: vars '%s', want '%s'", cases[i].path, got, cases[i].vars);
-        assert_ptr_equal(mg_route_match(f->t, &req, NULL), r);
+        assert_ptr_equal(mg_route_match(f->t, &(mg_match_ctx_t){ .req = &req }, NULL), r);
         assert_ptr_equal(&f->cfg->clusters[r->cfg->cluster_index], &f->cfg->clusters[r->cfg->cluster_index]);
         assert_string_equal(f->cfg->clusters[r->cfg->cluster_index].name, r->cfg->cluster);
     }
@@ -140,7 +140,7 @@ static void test_first_match_wins(void **state)
     assert_int_equal(mg_route_table_build(cfg, &t, err, sizeof err), 0);
     static mg_http_msg_t req;
     req.path = mg_slice_cstr("/x");
-    const mg_route_t *r = mg_route_match(t, &req, NULL);
+    const mg_route_t *r = mg_route_match(t, &(mg_match_ctx_t){ .req = &req }, NULL);
     assert_non_null(r);
     assert_string_equal(r->cfg->id, "broad");
     assert_int_equal(r->cfg->cluster_index, 0);
@@ -159,7 +159,7 @@ static void test_empty_table(void **state)
     assert_int_equal(mg_route_table_build(cfg, &t, err, sizeof err), 0);
     static mg_http_msg_t req;
     req.path = mg_slice_cstr("/");
-    assert_null(mg_route_match(t, &req, NULL));
+    assert_null(mg_route_match(t, &(mg_match_ctx_t){ .req = &req }, NULL));
     assert_int_equal(mg_route_count(t), 0);
     mg_route_table_free(t);
     mg_config_free(cfg);
