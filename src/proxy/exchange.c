@@ -264,6 +264,7 @@ void mg_exchange_start(mg_session_t *s, size_t head_len)
     s->up_reusable = true;
     s->resp_started = false;
     s->cw_consume = s->uw_consume = 0;
+    mg_http_msg_reset(&s->resp);
     mg_session_timer(s, has_body ? ST_BODY : ST_NONE, cfg->body_timeout_ms);
 
     if (cfg->max_body_bytes && m->body == MG_BODY_LENGTH && m->content_length > cfg->max_body_bytes) {
@@ -282,6 +283,7 @@ void mg_exchange_start(mg_session_t *s, size_t head_len)
     }
     size_t ci = s->route->cfg->cluster_index;
     const mg_cluster_t *c = &snap->clusters.clusters[ci];
+    s->response_timeout_ms = c->cfg->response_timeout_ms ? c->cfg->response_timeout_ms : cfg->response_timeout_ms;
     if (c->neps == 0) {
         mg_session_local_reply(s, 503, "no endpoint", false);
         return;
@@ -368,7 +370,7 @@ static void request_body_progress(mg_session_t *s)
         s->rq = RQ_DONE;
         mg_session_timer(s, ST_NONE, 0);
         if (s->rs == RS_WAIT && s->up)
-            mg_upconn_timer(s->up, UT_RESPONSE, cfg->response_timeout_ms);
+            mg_upconn_timer(s->up, UT_RESPONSE, s->response_timeout_ms);
     } else if (s->tstate != ST_SEND) {
         mg_session_timer(s, ST_BODY, cfg->body_timeout_ms);
     }
@@ -432,13 +434,12 @@ void mg_exchange_up_ready(mg_session_t *s, int status)
         upstream_fail(s, 503, "upstream connect failed");
         return;
     }
-    const mg_config_t *cfg = s->ws->snap->cfg;
     s->rs = RS_WAIT;
     atomic_fetch_add_explicit(&s->up->ep->w[s->w->id].requests, 1, memory_order_relaxed);
     uv_buf_t iov[MG_PIPE_IOV];
     iov[0] = uv_buf_init(s->ubuf.p, (unsigned)s->ubuf.len);
     if (s->rq == RQ_DONE)
-        mg_upconn_timer(s->up, UT_RESPONSE, cfg->response_timeout_ms);
+        mg_upconn_timer(s->up, UT_RESPONSE, s->response_timeout_ms);
     else
         mg_upconn_timer(s->up, UT_NONE, 0);
     int rc = send_request_body(s, iov, 1, MG_PIPE_IOV);
@@ -636,6 +637,7 @@ void mg_exchange_up_eof(mg_session_t *s, int err)
             s->retried = true;
             mg_exchange_detach(s, false);
             s->rs = RS_CONNECT;
+            mg_http_msg_reset(&s->resp);
             mg_pool_acquire(s->w, s, s->ep, true);
             return;
         }

@@ -59,7 +59,7 @@ struct mg_worker {
     uint32_t npools;
 
     mg_session_t *sessions; /* intrusive list of open sessions */
-    uint32_t nsessions, max_sessions;
+    uint32_t nsessions;
     bool draining;
     uint64_t rng;
     mg_alog_worker_t alog;
@@ -125,7 +125,7 @@ struct mg_session {
     mg_pipe_t reqp, resp_pipe;
 
     /* the exchange in progress */
-    bool exchange, keepalive, client_eof, closing, reading, in_process;
+    bool exchange, keepalive, client_eof, closing, reading, in_process, counted;
     bool cw_pending, uw_pending; /* a write to client / upstream is queued */
     bool up_reusable, resp_started, retried;
     size_t cw_consume, uw_consume; /* source bytes to consume once the write completes */
@@ -135,6 +135,7 @@ struct mg_session {
     const mg_endpoint_t *ep;
     uint32_t ep_index;
     uint64_t t_start;
+    uint32_t response_timeout_ms; /* cluster's, else global */
     uint64_t bytes_in, bytes_out;
     int status;
     char log_method[16];
@@ -143,6 +144,8 @@ struct mg_session {
 };
 
 /* worker.c */
+bool mg_server_conn_enter(mg_server_t *srv); /* false: max_connections reached */
+void mg_server_conn_leave(mg_server_t *srv);
 mg_pool_t *mg_worker_pool(mg_worker_t *w, uint32_t ep_index);
 void mg_worker_session_closed(mg_worker_t *w, mg_session_t *s);
 void mg_wsnap_release(mg_worker_t *w, mg_wsnap_t *ws);

@@ -23,6 +23,8 @@ static void on_handle_closed(uv_handle_t *h)
     if (--s->open_handles > 0)
         return;
     mg_worker_t *w = s->w;
+    if (s->counted)
+        mg_server_conn_leave(w->srv);
     mg_worker_session_closed(w, s);
     free(s->rbuf);
     mg_buf_free(&s->hbuf);
@@ -62,11 +64,12 @@ void mg_session_accept(mg_worker_t *w, uv_stream_t *server)
     w->sessions = s;
     w->nsessions++;
     w->accepted++;
-    if (w->nsessions > w->max_sessions || w->draining) {
+    if (w->draining || !mg_server_conn_enter(w->srv)) {
         w->rejected_conns++;
         mg_session_close(s);
         return;
     }
+    s->counted = true;
     uv_tcp_nodelay(&s->tcp, 1);
     struct sockaddr_storage ss;
     int len = sizeof ss;

@@ -25,6 +25,8 @@ struct mg_server {
     _Atomic(mg_snapshot_t *) current;
     _Atomic uint64_t generation;
     _Atomic int drain_requested;
+    _Atomic uint32_t nconns; /* client connections, all workers */
+    _Atomic uint32_t max_conns;
     uint32_t drain_timeout_ms;
     pthread_mutex_t lock; /* guards `current` ref handoff */
 };
@@ -315,14 +317,13 @@ int mg_server_start(void *control_loop, mg_snapshot_t *snap, void (*on_exit)(voi
     pthread_mutex_init(&srv->lock, NULL);
     mg_snapshot_ref(snap);
     atomic_store(&srv->current, snap);
-    uint32_t per_worker = (cfg->max_connections + n - 1) / n;
+    atomic_store(&srv->max_conns, cfg->max_connections);
 
     int rc = 0;
     for (uint32_t i = 0; i < n && rc == 0; i++) {
         mg_worker_t *w = &srv->workers[i];
         w->id = i;
         w->srv = srv;
-        w->max_sessions = per_worker ? per_worker : 1;
         w->rng = 0x9e3779b97f4a7c15ULL ^ ((uint64_t)(i + 1) * 0xbf58476d1ce4e5b9ULL) ^ (uint64_t)getpid();
         w->nlisteners = cfg->nlisten;
         w->listeners = calloc(cfg->nlisten, sizeof *w->listeners);
@@ -380,6 +381,7 @@ void mg_server_swap(mg_server_t *srv, mg_snapshot_t *snap)
 {
     mg_snapshot_ref(snap);
     snap->generation = atomic_fetch_add(&srv->generation, 1) + 1;
+    atomic_store(&srv->max_conns, snap->cfg->max_connections);
     pthread_mutex_lock(&srv->lock);
     mg_snapshot_t *old = atomic_exchange(&srv->current, snap);
     pthread_mutex_unlock(&srv->lock);
@@ -410,3 +412,17 @@ void mg_server_free(mg_server_t *srv)
 }
 
 uint32_t mg_server_workers(const mg_server_t *srv) { return srv->nworkers; }
+
+/* One shared counter, touched once per connection (not per request), so
+ * max_connections is a true total however the kernel spreads accepts. */
+bool mg_server_conn_enter(mg_server_t *srv)
+{
+    uint32_t n = atomic_fetch_add_explicit(&srv->nconns, 1, memory_order_relaxed);
+    if (n >= atomic_load_explicit(&srv->max_conns, memory_order_relaxed)) {
+        atomic_fetch_sub_explicit(&srv->nconns, 1, memory_order_relaxed);
+        return false;
+    }
+    return true;
+}
+
+void mg_server_conn_leave(mg_server_t *srv) { atomic_fetch_sub_explicit(&srv->nconns, 1, memory_order_relaxed); }
