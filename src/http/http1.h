@@ -125,19 +125,39 @@ static inline void mg_http_msg_reset(mg_http_msg_t *m) { m->scan_pos = 0; m->nhe
  * HTTP/x.y -> -505); field names are tokens with no whitespace before ':';
  * no obs-fold; no bare CR anywhere (a lone LF ends a line, per RFC 9112
  * 2.2); no NUL/CTL (other than HTAB) in values; Content-Length must be one
- * decimal value (identical repeats, also comma lists "5, 5", are merged;
- * differing ones, signs, hex and overflow are rejected); Transfer-Encoding
- * must be exactly a final "chunked" (case-insensitive; "gzip, chunked" and
- * others -> -501, "chunked, chunked" -> -400) and only in HTTP/1.1; both
- * CL and TE -> -400; HTTP/1.1 needs exactly one Host (0 or 2+ -> -400),
- * HTTP/1.0 may have none but never two. */
+ * decimal value below 2^63 (identical repeats, also comma lists "5, 5", are
+ * merged; differing ones, signs, hex, empty and overflow are rejected);
+ * Transfer-Encoding (all TE fields taken as one list) must end in exactly
+ * one "chunked" (case-insensitive, no parameters): other codings before it
+ * ("gzip, chunked") -> -501 since codings are not decoded; "chunked" not
+ * last or repeated, no "chunked" at all ("identity", "gzip"), empty or bad
+ * syntax -> -400; TE only in HTTP/1.1; both CL and TE -> -400; HTTP/1.1
+ * needs exactly one Host (0 or 2+ -> -400), HTTP/1.0 may have none but
+ * never two. Also -400: Host values with bytes outside RFC 3986 reg-name /
+ * IP-literal / port characters; userinfo ('@') in an absolute-form
+ * authority; a CONNECT target that is not host ":" port (port 0..65535);
+ * bad %-escapes in the target; a Connection value that is not a token list;
+ * more than 4 empty lines before the request line. A start line whose first
+ * byte cannot start a method fails at once (e.g. TLS sent to a plain port).
+ * Limits: request line (without CRLF) over max_request_line -> -414 as soon
+ * as one more byte than allowed is buffered; head over max_header_bytes, or
+ * more than max_headers fields (ceiling MG_HTTP_MAX_HEADERS) -> -431, also
+ * as soon as certain. The result never depends on how the input was split
+ * across calls. */
 int mg_http_parse_request(const char *buf, size_t len, mg_http_msg_t *m,
                           const mg_http_limits_t *lim);
 
 /* Parse a response head. req_method is the method of the request this
  * answers: HEAD, and statuses 1xx/204/304 give body == MG_BODY_NONE; 2xx to
- * CONNECT too. Without CL or TE the body is MG_BODY_EOF. Same strictness as
- * requests for fields; status is 3 digits 100..599; reason may be empty. */
+ * CONNECT too (a Content-Length is still validated and recorded with
+ * MG_MSG_HAS_CL). Otherwise: TE ending in "chunked" -> MG_BODY_CHUNKED; TE
+ * whose final coding is not chunked ("gzip") -> MG_BODY_EOF (RFC 9112 6.3
+ * rule 4; note the coding itself is then not forwarded); CL ->
+ * MG_BODY_LENGTH; neither -> MG_BODY_EOF. Errors (all returned as -502):
+ * CL + TE, TE in HTTP/1.0, "chunked" repeated or not last, and the same
+ * field rules as requests (no Host rules). Status line is
+ * "HTTP/1.x SP 3DIGIT [SP reason]"; status 100..599; reason may be empty
+ * or absent; no empty lines are skipped before it. */
 int mg_http_parse_response(const char *buf, size_t len, mg_http_msg_t *m,
                            const mg_http_limits_t *lim, mg_method_t req_method);
 
@@ -166,6 +186,11 @@ static inline void mg_chunked_reset(mg_chunked_t *c) { c->state = 0; c->remainin
  * syntax (";" token ["=" (token / quoted-string)]), extension longer than
  * 4096 bytes, missing CRLF after data, bare CR or LF in framing lines,
  * trailer fields invalid or more than 64 of them / over 8 KiB.
+ * Strict: chunk sizes >= 2^63 are rejected, and whitespace is only allowed
+ * where RFC 9112 has BWS (before ';', around '=' in extensions) - "5 \r\n"
+ * is rejected. Extension bytes are counted from the first ';' or BWS to the
+ * CR. Resumable at any byte boundary; unconsumed bytes are only those after
+ * the message or those not reached because out[] filled up.
  * *done becomes 1 once the last chunk and trailers (dropped) are consumed;
  * the bytes after that are not consumed. */
 ssize_t mg_chunked_decode(mg_chunked_t *c, const char *buf, size_t len,
