@@ -8,12 +8,16 @@
 void mg_buf_init(mg_buf_t *b) { b->p = NULL; b->len = b->cap = 0; b->oom = 0; }
 void mg_buf_free(mg_buf_t *b) { free(b->p); mg_buf_init(b); }
 
-static int reserve(mg_buf_t *b, size_t extra)
+int mg_buf_reserve_slow(mg_buf_t *b, size_t extra)
 {
     if (b->oom)
         return -1;
     if (b->len + extra + 1 <= b->cap)
         return 0;
+    if (b->len + extra + 1 < b->len) {
+        b->oom = 1;
+        return -1;
+    }
     size_t cap = b->cap ? b->cap : 256;
     while (cap < b->len + extra + 1)
         cap *= 2;
@@ -27,13 +31,15 @@ static int reserve(mg_buf_t *b, size_t extra)
     return 0;
 }
 
-void mg_buf_add(mg_buf_t *b, const char *p, size_t n)
+void mg_buf_add_u64(mg_buf_t *b, unsigned long long v)
 {
-    if (reserve(b, n))
-        return;
-    memcpy(b->p + b->len, p, n);
-    b->len += n;
-    b->p[b->len] = 0;
+    char tmp[24];
+    char *e = tmp + sizeof tmp, *p = e;
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    mg_buf_add(b, p, (size_t)(e - p));
 }
 
 void mg_buf_addf(mg_buf_t *b, const char *fmt, ...)
@@ -42,7 +48,7 @@ void mg_buf_addf(mg_buf_t *b, const char *fmt, ...)
     va_start(ap, fmt);
     int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
-    if (n < 0 || reserve(b, (size_t)n))
+    if (n < 0 || mg_buf_reserve_slow(b, (size_t)n))
         return;
     va_start(ap, fmt);
     vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);

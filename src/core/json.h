@@ -4,6 +4,7 @@
 #define MG_CORE_JSON_H
 
 #include <stddef.h>
+#include <string.h>
 
 #include "core/slice.h"
 
@@ -15,7 +16,20 @@ typedef struct {
 
 void mg_buf_init(mg_buf_t *b);
 void mg_buf_free(mg_buf_t *b);
-void mg_buf_add(mg_buf_t *b, const char *p, size_t n);
+int mg_buf_reserve_slow(mg_buf_t *b, size_t extra);
+
+/* Appends n bytes (inline: the per-request head serializers call it often). */
+static inline void mg_buf_add(mg_buf_t *b, const char *p, size_t n)
+{
+    if (b->len + n + 1 > b->cap && mg_buf_reserve_slow(b, n))
+        return;
+    memcpy(b->p + b->len, p, n);
+    b->len += n;
+    b->p[b->len] = 0;
+}
+
+/* Appends v in decimal, without printf. */
+void mg_buf_add_u64(mg_buf_t *b, unsigned long long v);
 void mg_buf_addf(mg_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Appends s as a quoted JSON string with escapes. */
 void mg_buf_json_str(mg_buf_t *b, mg_slice_t s);

@@ -214,8 +214,11 @@ static void build_upstream_head(mg_session_t *s, const mg_endpoint_t *ep)
     if (host.n)
         add_list(b, "X-Forwarded-Host", m, host);
     add_list(b, "Via", m, m->version == 10 ? MG_SLICE_LIT("1.0 meshgate") : MG_SLICE_LIT("1.1 meshgate"));
-    if (m->body == MG_BODY_LENGTH)
-        mg_buf_addf(b, "Content-Length: %" PRIu64 "\r\n", m->content_length);
+    if (m->body == MG_BODY_LENGTH) {
+        mg_buf_add(b, "Content-Length: ", 16);
+        mg_buf_add_u64(b, m->content_length);
+        mg_buf_add(b, CRLF, 2);
+    }
     else if (m->body == MG_BODY_CHUNKED)
         mg_buf_add(b, "Transfer-Encoding: chunked\r\n", 28);
     mg_buf_add(b, CRLF, 2);
@@ -469,7 +472,9 @@ static void build_client_head(mg_session_t *s)
     mg_buf_t *b = &s->hbuf;
     bool client10 = s->req.version == 10;
     b->len = 0;
-    mg_buf_addf(b, "HTTP/1.1 %d ", r->status);
+    char st[4] = { (char)('0' + r->status / 100), (char)('0' + r->status / 10 % 10), (char)('0' + r->status % 10), ' ' };
+    mg_buf_add(b, "HTTP/1.1 ", 9);
+    mg_buf_add(b, st, 4);
     mg_buf_add(b, r->reason.p, r->reason.n);
     mg_buf_add(b, CRLF, 2);
     for (uint32_t i = 0; i < r->nheaders; i++) {
@@ -483,11 +488,14 @@ static void build_client_head(mg_session_t *s)
     }
     switch (r->body) {
     case MG_BODY_NONE:
-        if ((r->flags & MG_MSG_HAS_CL) && r->status != 204 && r->status >= 200)
-            mg_buf_addf(b, "Content-Length: %" PRIu64 "\r\n", r->content_length);
-        break;
+        if (!((r->flags & MG_MSG_HAS_CL) && r->status != 204 && r->status >= 200))
+            break;
+        /* fallthrough: HEAD and 304 keep the length the upstream announced */
+        __attribute__((fallthrough));
     case MG_BODY_LENGTH:
-        mg_buf_addf(b, "Content-Length: %" PRIu64 "\r\n", r->content_length);
+        mg_buf_add(b, "Content-Length: ", 16);
+        mg_buf_add_u64(b, r->content_length);
+        mg_buf_add(b, CRLF, 2);
         break;
     case MG_BODY_CHUNKED:
     case MG_BODY_EOF:

@@ -48,24 +48,38 @@ void mg_upconn_close(mg_upconn_t *up)
 static void on_up_timer(uv_timer_t *t)
 {
     mg_upconn_t *up = t->data;
+    up->armed = 0;
+    if (up->deadline == 0)
+        return;
+    uint64_t now = uv_now(&up->w->loop);
+    if (now < up->deadline) {
+        uv_timer_start(&up->timer, on_up_timer, up->deadline - now, 0);
+        up->armed = up->deadline;
+        return;
+    }
     mg_utimer_t which = up->tstate;
     up->tstate = UT_NONE;
+    up->deadline = 0;
     if (up->owner)
         mg_exchange_up_timeout(up->owner, which);
     else
         mg_upconn_close(up);
 }
 
+/* Lazy, like mg_session_timer: later deadlines are only recorded. */
 void mg_upconn_timer(mg_upconn_t *up, mg_utimer_t t, uint64_t ms)
 {
+    up->tstate = t;
     if (t == UT_NONE || ms == 0) {
-        if (up->tstate != UT_NONE)
-            uv_timer_stop(&up->timer);
         up->tstate = UT_NONE;
+        up->deadline = 0;
         return;
     }
-    up->tstate = t;
-    uv_timer_start(&up->timer, on_up_timer, ms, 0);
+    up->deadline = uv_now(&up->w->loop) + ms;
+    if (up->armed == 0 || up->deadline < up->armed) {
+        uv_timer_start(&up->timer, on_up_timer, ms, 0);
+        up->armed = up->deadline;
+    }
 }
 
 static void up_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)

@@ -97,6 +97,7 @@ struct mg_upconn {
     char *rbuf;
     size_t rpos, rlen, rcap;
     mg_utimer_t tstate;
+    uint64_t deadline, armed; /* lazy timer (loop ms); 0 = none */
     bool connected, in_pool, reading, closing, reused;
     int open_handles;
 };
@@ -122,6 +123,7 @@ struct mg_session {
     mg_rq_state_t rq;
     mg_rs_state_t rs;
     mg_stimer_t tstate;
+    uint64_t deadline, armed; /* lazy timer (loop ms); 0 = none */
     mg_pipe_t reqp, resp_pipe;
 
     /* the exchange in progress */

@@ -34,13 +34,22 @@ static void on_handle_closed(uv_handle_t *h)
 
 static void on_timer(uv_timer_t *t);
 
+/* Lazy timer: moving a deadline later (the common case: idle -> header ->
+ * none -> idle on every request) only records it; the libuv timer is
+ * re-armed when it fires early or when a deadline moves earlier. This keeps
+ * timer-heap work off the per-request path. */
 void mg_session_timer(mg_session_t *s, mg_stimer_t t, uint64_t ms)
 {
     s->tstate = t;
-    if (t == ST_NONE || ms == 0)
-        uv_timer_stop(&s->timer);
-    else
+    if (t == ST_NONE || ms == 0) {
+        s->deadline = 0;
+        return;
+    }
+    s->deadline = uv_now(&s->w->loop) + ms;
+    if (s->armed == 0 || s->deadline < s->armed) {
         uv_timer_start(&s->timer, on_timer, ms, 0);
+        s->armed = s->deadline;
+    }
 }
 
 void mg_session_accept(mg_worker_t *w, uv_stream_t *server)
@@ -145,6 +154,15 @@ static void session_close_graceful(mg_session_t *s)
 static void on_timer(uv_timer_t *t)
 {
     mg_session_t *s = t->data;
+    s->armed = 0;
+    if (s->deadline == 0)
+        return;
+    uint64_t now = uv_now(&s->w->loop);
+    if (now < s->deadline) {
+        uv_timer_start(&s->timer, on_timer, s->deadline - now, 0);
+        s->armed = s->deadline;
+        return;
+    }
     switch (s->tstate) {
     case ST_HEADER:
         if (s->rlen > s->rpos && !s->exchange) {
