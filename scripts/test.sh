@@ -16,15 +16,23 @@ step() { # name, command...
     if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); failures+=("$name"); fi
 }
 
-count_ctest() { # build dir: adds each ctest case to the totals
-    local dir=$1 line nf tot
-    line=$( (cd "$dir" && ctest --output-on-failure 2>&1) | tee /dev/stderr | grep -E 'tests failed out of [0-9]+' | tail -1)
-    nf=$(sed -E 's/.* ([0-9]+) tests failed out of ([0-9]+).*/\1/' <<<"$line")
-    tot=$(sed -E 's/.* ([0-9]+) tests failed out of ([0-9]+).*/\2/' <<<"$line")
-    if ! [[ "$tot" =~ ^[0-9]+$ ]] || [ "$tot" -eq 0 ]; then
+count_ctest() { # build dir: adds every cmocka test case to the totals
+    local dir=$1 log rc np nf
+    log=$(mktemp)
+    (cd "$dir" && ctest -V) > "$log" 2>&1
+    rc=$?
+    grep -E '^[0-9]+: \[ +(OK|FAILED|PASSED) +\]|tests passed|tests failed' "$log" | grep -vE '\[ +OK +\]' || true
+    grep -E '^[0-9]+: \[ +FAILED +\]|Failed|\*\*\*' "$log" | head -40 || true
+    np=$(grep -Eo '\[ +PASSED +\] [0-9]+ test' "$log" | grep -Eo '[0-9]+' | awk '{s+=$1} END {print s+0}')
+    nf=$(grep -Eo '\[ +FAILED +\] [0-9]+ test' "$log" | grep -Eo '[0-9]+' | awk '{s+=$1} END {print s+0}')
+    rm -f "$log"
+    np=${np:-0}; nf=${nf:-0}
+    [ "$rc" -ne 0 ] && [ "$nf" -eq 0 ] && nf=1   # a crash or a test binary that did not report
+    if [ "$np" -eq 0 ] && [ "$nf" -eq 0 ]; then
         echo "no unit tests ran in $dir"; failed=$((failed + 1)); failures+=("unit($dir): none ran"); return
     fi
-    passed=$((passed + tot - nf)); failed=$((failed + nf))
+    echo "unit tests ($dir): $np passed, $nf failed"
+    passed=$((passed + np)); failed=$((failed + nf))
     [ "$nf" -eq 0 ] || failures+=("unit tests in $dir")
 }
 
