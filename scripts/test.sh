@@ -4,6 +4,7 @@
 #   2. fuzz corpora replayed through each target build/fuzz_*
 #   3. unit tests + corpora again under ASan+UBSan build-san/
 #   4. pytest integration tests against the real binary
+#   5. the same (minus the slow ones) against the sanitizer binary
 # Exits non-zero if anything failed or if a layer ran no test at all.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -83,6 +84,15 @@ if [ "$rc" -eq 5 ] || [ "$ip" -eq 0 ]; then
     echo "pytest collected no tests: that is a failure"; failed=$((failed + 1)); failures+=("pytest: no tests")
 elif [ "$rc" -ne 0 ] && [ "$if_" -eq 0 ]; then
     failed=$((failed + 1)); failures+=("pytest exit $rc")
+fi
+
+echo "=== integration tests against the ASan+UBSan binary (not the slow ones)"
+if [ -x build-san/meshgate ]; then
+    if MESHGATE="$PWD/build-san/meshgate" $PY -m pytest -q -p no:cacheprovider -m "not slow" tests/integration; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1)); failures+=("integration under ASan+UBSan")
+    fi
 fi
 
 echo
