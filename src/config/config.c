@@ -18,6 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "config/cfg_int.h"
 #include "config/cfg_walk.h"
 #include "config/yaml_tree.h"
 #include "core/err.h"
@@ -29,11 +30,7 @@
 
 _Static_assert(sizeof(mg_lb_kind_t) == sizeof(int), "MG_CFG_ENUM stores an int");
 
-typedef struct {
-    mg_config_t *cfg;
-} load_t;
-
-static mg_src_pos_t pos_of(const mg_ynode_t *n) { return (mg_src_pos_t){ n->file, n->line, n->col }; }
+#define pos_of mg_pos_of
 
 /* ---- addresses ---- */
 
@@ -116,18 +113,89 @@ bad_v6:
     return mg_cfg_error(ctx, v, "%s: bad IPv6 address in '%.80s'", what, s);
 }
 
+static void free_labels(mg_label_t *l, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(l[i].key);
+        free(l[i].value);
+    }
+    free(l);
+}
+
 static void free_addrs(mg_addr_cfg_t *a, size_t n)
 {
-    for (size_t i = 0; i < n; i++) free(a[i].host);
+    for (size_t i = 0; i < n; i++) {
+        free(a[i].host);
+        free_labels(a[i].labels, a[i].nlabels);
+    }
     free(a);
 }
 
+void mg_cfg_free_addrs(mg_addr_cfg_t *a, size_t n) { free_addrs(a, n); }
+
+int mg_cfg_parse_addr(mg_cfg_ctx_t *ctx, const char *what, const mg_ynode_t *v, const char *def_host,
+                      mg_addr_cfg_t *out)
+{
+    return parse_addr(ctx, what, v, def_host, out);
+}
+
+/* labels: {key: value} of scalars */
+static int parse_labels(mg_cfg_ctx_t *ctx, const mg_ynode_t *v, mg_label_t **out, size_t *nout)
+{
+    int rc = mg_cfg_expect(ctx, "labels", v, MG_YNODE_MAP);
+    if (rc) return rc;
+    mg_label_t *l = calloc(v->npairs ? v->npairs : 1, sizeof *l);
+    if (!l) return mg_cfg_error(ctx, v, "out of memory");
+    size_t n = 0;
+    for (size_t i = 0; i < v->npairs && rc == 0; i++) {
+        const char *val;
+        if ((rc = mg_cfg_scalar(ctx, v->pairs[i].key->str, v->pairs[i].value, &val))) break;
+        if (!(l[n].key = strdup(v->pairs[i].key->str)) || !(l[n].value = strdup(val))) {
+            n++;
+            rc = mg_cfg_error(ctx, v, "out of memory");
+            break;
+        }
+        n++;
+    }
+    if (rc) {
+        free_labels(l, n);
+        return rc;
+    }
+    free_labels(*out, *nout);
+    *out = l;
+    *nout = n;
+    return 0;
+}
+
+int mg_cfg_labels(mg_cfg_ctx_t *ctx, const mg_ynode_t *v, mg_addr_cfg_t *a)
+{
+    return parse_labels(ctx, v, &a->labels, &a->nlabels);
+}
+
+/* An endpoint: "host:port", or {address: host:port, labels: {...}}. */
+static int parse_endpoint(mg_cfg_ctx_t *ctx, const char *what, const mg_ynode_t *v, const char *def_host,
+                          mg_addr_cfg_t *out)
+{
+    if (v->kind != MG_YNODE_MAP) return parse_addr(ctx, what, v, def_host, out);
+    const mg_ynode_t *addr = NULL, *labels = NULL;
+    for (size_t i = 0; i < v->npairs; i++) {
+        const mg_ynode_t *k = v->pairs[i].key;
+        if (!strcmp(k->str, "address")) addr = v->pairs[i].value;
+        else if (!strcmp(k->str, "labels")) labels = v->pairs[i].value;
+        else return mg_cfg_error(ctx, k, "unknown key '%.60s' in endpoint (expected one of: address, labels)", k->str);
+    }
+    if (!addr || mg_ynode_is_null(addr)) return mg_cfg_error(ctx, v, "missing required key 'address' in endpoint");
+    int rc = parse_addr(ctx, what, addr, def_host, out);
+    if (rc == 0 && labels && !mg_ynode_is_null(labels)) rc = parse_labels(ctx, labels, &out->labels, &out->nlabels);
+    return rc;
+}
+
 /* One address or a sequence of them (at least one, no repeats). */
-static int parse_addr_list(mg_cfg_ctx_t *ctx, const char *what, const mg_ynode_t *v, const char *def_host,
-                           mg_addr_cfg_t **out, size_t *nout)
+static int parse_addr_list_x(mg_cfg_ctx_t *ctx, const char *what, const mg_ynode_t *v, const char *def_host,
+                             mg_addr_cfg_t **out, size_t *nout, bool endpoints)
 {
     size_t n = v->kind == MG_YNODE_SEQ ? v->nitems : 1;
-    if (v->kind == MG_YNODE_MAP)
+    if (v->kind == MG_YNODE_MAP && !endpoints)
         return mg_cfg_error(ctx, v, "%s: expected an address or a list of addresses, got a map", what);
     if (n == 0) return mg_cfg_error(ctx, v, "%s: needs at least one address", what);
     mg_addr_cfg_t *a = calloc(n, sizeof *a);
@@ -136,11 +204,11 @@ static int parse_addr_list(mg_cfg_ctx_t *ctx, const char *what, const mg_ynode_t
     size_t i;
     for (i = 0; i < n && rc == 0; i++) {
         const mg_ynode_t *item = v->kind == MG_YNODE_SEQ ? v->items[i] : v;
-        rc = parse_addr(ctx, what, item, def_host, &a[i]);
+        rc = endpoints ? parse_endpoint(ctx, what, item, def_host, &a[i]) : parse_addr(ctx, what, item, def_host, &a[i]);
         for (size_t j = 0; rc == 0 && j < i; j++)
             if (a[j].port == a[i].port && strcmp(a[j].host, a[i].host) == 0)
-                rc = mg_cfg_error(ctx, item, "%s: duplicate address '%s' (first at %d:%d)", what, item->str,
-                                  a[j].pos.line, a[j].pos.col);
+                rc = mg_cfg_error(ctx, item, "%s: duplicate address '%s' (first at %d:%d)", what,
+                                  item->kind == MG_YNODE_SCALAR ? item->str : a[i].host, a[j].pos.line, a[j].pos.col);
     }
     if (rc) {
         free_addrs(a, n);
@@ -150,6 +218,12 @@ static int parse_addr_list(mg_cfg_ctx_t *ctx, const char *what, const mg_ynode_t
     *out = a;
     *nout = n;
     return 0;
+}
+
+static int parse_addr_list(mg_cfg_ctx_t *ctx, const char *what, const mg_ynode_t *v, const char *def_host,
+                           mg_addr_cfg_t **out, size_t *nout)
+{
+    return parse_addr_list_x(ctx, what, v, def_host, out, nout, false);
 }
 
 /* ---- top-level handlers ---- */
@@ -225,7 +299,7 @@ static int h_access_log(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode
 static int h_endpoints(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v, void *obj)
 {
     mg_cluster_cfg_t *c = obj;
-    return parse_addr_list(ctx, k->name, v, "127.0.0.1", &c->endpoints, &c->nendpoints);
+    return parse_addr_list_x(ctx, k->name, v, "127.0.0.1", &c->endpoints, &c->nendpoints, true);
 }
 
 static const char *const lb_names[] = { "round_robin", "least_request", "random", NULL };
@@ -244,25 +318,50 @@ static const mg_cfg_key_t cluster_keys[] = {
 };
 static const mg_cfg_table_t cluster_table = MG_CFG_TABLE_OF("in cluster", cluster_keys);
 
+/* Append a cluster with the defaults; NULL (error set) on a duplicate
+ * name or out of memory. Pointers into cfg->clusters move: keep indices. */
+mg_cluster_cfg_t *mg_cfg_add_cluster(mg_config_t *cfg, const char *name, const mg_ynode_t *at)
+{
+    for (size_t i = 0; i < cfg->nclusters; i++)
+        if (strcmp(cfg->clusters[i].name, name) == 0) return NULL;
+    mg_cluster_cfg_t *nc = realloc(cfg->clusters, (cfg->nclusters + 1) * sizeof *nc);
+    if (!nc) return NULL;
+    cfg->clusters = nc;
+    mg_cluster_cfg_t *c = &cfg->clusters[cfg->nclusters];
+    memset(c, 0, sizeof *c);
+    if (!(c->name = strdup(name))) return NULL;
+    cfg->nclusters++;
+    c->lb = MG_LB_ROUND_ROBIN;
+    c->connect_timeout_ms = cfg->connect_timeout_ms;
+    c->response_timeout_ms = cfg->response_timeout_ms;
+    c->max_idle = 64;
+    c->idle_timeout_ms = 30000;
+    c->pos = pos_of(at);
+    return c;
+}
+
+static int add_cluster_err(mg_cfg_ctx_t *ctx, mg_config_t *cfg, const char *name, const mg_ynode_t *at,
+                           mg_cluster_cfg_t **out)
+{
+    for (size_t i = 0; i < cfg->nclusters; i++)
+        if (strcmp(cfg->clusters[i].name, name) == 0)
+            return mg_cfg_error(ctx, at, "duplicate cluster '%.80s' (first at %s:%d:%d)", name, cfg->clusters[i].pos.file,
+                                cfg->clusters[i].pos.line, cfg->clusters[i].pos.col);
+    if (!(*out = mg_cfg_add_cluster(cfg, name, at))) return mg_cfg_error(ctx, at, "out of memory");
+    return 0;
+}
+
 static int h_clusters(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v, void *obj)
 {
     mg_config_t *cfg = obj;
     int rc = mg_cfg_expect(ctx, k->name, v, MG_YNODE_MAP);
     if (rc) return rc;
-    if (v->npairs == 0) return 0;
-    if (!(cfg->clusters = calloc(v->npairs, sizeof *cfg->clusters))) return mg_cfg_error(ctx, v, "out of memory");
     for (size_t i = 0; i < v->npairs; i++) {
         const mg_ynode_t *key = v->pairs[i].key;
-        mg_cluster_cfg_t *c = &cfg->clusters[cfg->nclusters++];
+        mg_cluster_cfg_t *c;
         if (key->len == 0 || strlen(key->str) != key->len)
             return mg_cfg_error(ctx, key, "cluster name must be a non-empty string");
-        if (!(c->name = strdup(key->str))) return mg_cfg_error(ctx, key, "out of memory");
-        c->lb = MG_LB_ROUND_ROBIN;
-        c->connect_timeout_ms = cfg->connect_timeout_ms;
-        c->response_timeout_ms = cfg->response_timeout_ms;
-        c->max_idle = 64;
-        c->idle_timeout_ms = 30000;
-        c->pos = pos_of(key);
+        if ((rc = add_cluster_err(ctx, cfg, key->str, key, &c))) return rc;
         if ((rc = mg_cfg_walk(ctx, &cluster_table, v->pairs[i].value, c))) return rc;
     }
     return 0;
@@ -281,6 +380,22 @@ static int h_route_id(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t
     return 0;
 }
 
+static int h_route_order(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v, void *obj)
+{
+    mg_route_cfg_t *r = obj;
+    const char *s;
+    int rc = mg_cfg_scalar(ctx, k->name, v, &s);
+    if (rc) return rc;
+    const char *d = s + (s[0] == '-' || s[0] == '+');
+    size_t nd = strspn(d, "0123456789");
+    if (!mg_ynode_is_plain(v) || nd == 0 || nd > 10 || d[nd])
+        return mg_cfg_error(ctx, v, "%s: expected an integer, got '%.40s'", k->name, s);
+    long long x = strtoll(s, NULL, 10);
+    if (x < INT32_MIN || x > INT32_MAX) return mg_cfg_error(ctx, v, "%s: '%.40s' is out of range", k->name, s);
+    r->order = (int32_t)x;
+    return 0;
+}
+
 static int h_route_path(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v, void *obj)
 {
     mg_route_cfg_t *r = obj;
@@ -296,56 +411,182 @@ static int h_route_path(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode
     return 0;
 }
 
-static int h_route_to(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v, void *obj)
+static int set_cluster(mg_cfg_ctx_t *ctx, mg_route_cfg_t *r, const mg_ynode_t *v, const char *name, const char *what)
 {
-    mg_route_cfg_t *r = obj;
     const mg_config_t *cfg = ((load_t *)ctx->user)->cfg;
-    const char *s;
-    int rc = mg_cfg_scalar(ctx, k->name, v, &s);
-    if (rc) return rc;
+    if (r->cluster) return mg_cfg_error(ctx, v, "a route takes one destination: 'to' or 'uri', not both");
     for (size_t i = 0; i < cfg->nclusters; i++) {
-        if (strcmp(cfg->clusters[i].name, s) == 0) {
-            if (!(r->cluster = strdup(s))) return mg_cfg_error(ctx, v, "out of memory");
+        if (strcmp(cfg->clusters[i].name, name) == 0) {
+            if (!(r->cluster = strdup(name))) return mg_cfg_error(ctx, v, "out of memory");
             r->cluster_index = i;
             return 0;
         }
     }
-    return mg_cfg_error(ctx, v, "%s: unknown cluster '%.80s'", k->name, s);
+    return mg_cfg_error(ctx, v, "%s: unknown %s '%.80s'", what, strcmp(what, "to") ? "service" : "cluster", name);
 }
+
+static int h_route_to(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v, void *obj)
+{
+    const char *s;
+    int rc = mg_cfg_scalar(ctx, k->name, v, &s);
+    if (rc) return rc;
+    return set_cluster(ctx, obj, v, s, k->name);
+}
+
+/* uri: lb://service -> the cluster of that name (simple-discovery instances
+ * or a native cluster); http://host:port -> a cluster made for it. */
+static int h_route_uri(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v, void *obj)
+{
+    mg_route_cfg_t *r = obj;
+    mg_config_t *cfg = ((load_t *)ctx->user)->cfg;
+    const char *s;
+    int rc = mg_cfg_scalar(ctx, k->name, v, &s);
+    if (rc) return rc;
+    if (!(r->uri = strdup(s))) return mg_cfg_error(ctx, v, "out of memory");
+    if (!strncmp(s, "lb://", 5)) {
+        const char *svc = s + 5;
+        if (!*svc || strpbrk(svc, "/?#:"))
+            return mg_cfg_error(ctx, v, "uri: expected lb://SERVICE, got '%.80s'", s);
+        return set_cluster(ctx, r, v, svc, "uri");
+    }
+    if (!strncmp(s, "http://", 7)) {
+        const char *hp = s + 7;
+        size_t hl = strcspn(hp, "/?#");
+        const char *rest = hp + hl;
+        if (*rest && strcmp(rest, "/") != 0)
+            return mg_cfg_error(ctx, v, "uri: only scheme, host and port are used for routing; remove '%.60s' "
+                                        "(use PrefixPath or SetPath to change the path)", rest);
+        if (hl == 0 || hl > 300) return mg_cfg_error(ctx, v, "uri: missing host in '%.80s'", s);
+        char hostport[320], name[340];
+        memcpy(hostport, hp, hl);
+        hostport[hl] = '\0';
+        bool has_port = hostport[0] == '[' ? strstr(hostport, "]:") != NULL : strchr(hostport, ':') != NULL;
+        if (!has_port) strcat(hostport, ":80");
+        snprintf(name, sizeof name, "uri:http://%s", hostport);
+        if (r->cluster) return mg_cfg_error(ctx, v, "a route takes one destination: 'to' or 'uri', not both");
+        for (size_t i = 0; i < cfg->nclusters; i++)
+            if (strcmp(cfg->clusters[i].name, name) == 0) return set_cluster(ctx, r, v, name, "uri");
+        mg_addr_cfg_t a = { 0 };
+        mg_ynode_t tmp = *v;
+        tmp.str = hostport;
+        tmp.len = strlen(hostport);
+        if ((rc = parse_addr(ctx, "uri", &tmp, "127.0.0.1", &a))) return rc;
+        mg_cluster_cfg_t *c;
+        if ((rc = add_cluster_err(ctx, cfg, name, v, &c))) {
+            free(a.host);
+            return rc;
+        }
+        if (!(c->endpoints = calloc(1, sizeof *c->endpoints))) {
+            free(a.host);
+            return mg_cfg_error(ctx, v, "out of memory");
+        }
+        c->endpoints[0] = a;
+        c->nendpoints = 1;
+        c->synthesized = true;
+        return set_cluster(ctx, r, v, name, "uri");
+    }
+    if (!strncmp(s, "https://", 8) || !strncmp(s, "wss://", 6) || !strncmp(s, "lbs://", 6))
+        return mg_cfg_error(ctx, v, "uri: TLS to upstreams is not supported yet ('%.80s')", s);
+    if (!strncmp(s, "forward:", 8) || !strncmp(s, "no://", 5) || !strncmp(s, "ws://", 5))
+        return mg_cfg_error(ctx, v, "uri: '%.80s' is not supported (expected lb://SERVICE or http://host:port)", s);
+    return mg_cfg_error(ctx, v, "uri: expected lb://SERVICE or http://host:port, got '%.80s'", s);
+}
+
+static int h_route_predicates(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v, void *obj)
+{
+    mg_route_cfg_t *r = obj;
+    return mg_cfg_plugins(ctx, MG_PLUGIN_PREDICATE, v, &r->predicates);
+}
+
+static int h_route_filters(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v, void *obj)
+{
+    mg_route_cfg_t *r = obj;
+    return mg_cfg_plugins(ctx, MG_PLUGIN_FILTER, v, &r->filters);
+}
+
+static const mg_cfg_key_t metadata_keys[] = {
+    { .name = "response-timeout", .type = MG_CFG_DURATION, .offset = offsetof(mg_route_cfg_t, response_timeout_ms),
+      .min = 1, .max = DAY_MS },
+    { .name = "connect-timeout", .type = MG_CFG_DURATION, .offset = offsetof(mg_route_cfg_t, connect_timeout_ms),
+      .min = 1, .max = DAY_MS },
+};
+static const mg_cfg_table_t metadata_table = MG_CFG_TABLE_OF("in route metadata", metadata_keys);
+
+#define ROUTE_COMMON \
+    { .name = "order", .type = MG_CFG_CUSTOM, .handler = h_route_order }, \
+    { .name = "predicates", .type = MG_CFG_CUSTOM, .handler = h_route_predicates }, \
+    { .name = "filters", .type = MG_CFG_CUSTOM, .handler = h_route_filters }, \
+    { .name = "uri", .type = MG_CFG_CUSTOM, .handler = h_route_uri }, \
+    { .name = "metadata", .type = MG_CFG_TABLE, .sub = &metadata_table }
 
 static const mg_cfg_key_t route_keys[] = {
     { .name = "id", .type = MG_CFG_CUSTOM, .handler = h_route_id },
-    { .name = "path", .type = MG_CFG_CUSTOM, .handler = h_route_path, .flags = MG_CFG_REQUIRED },
-    { .name = "to", .type = MG_CFG_CUSTOM, .handler = h_route_to, .flags = MG_CFG_REQUIRED },
+    { .name = "path", .type = MG_CFG_CUSTOM, .handler = h_route_path },
+    { .name = "to", .type = MG_CFG_CUSTOM, .handler = h_route_to },
+    ROUTE_COMMON,
 };
 static const mg_cfg_table_t route_table = MG_CFG_TABLE_OF("in route", route_keys);
 
-static int h_routes(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v, void *obj)
+static const mg_cfg_key_t scg_route_keys[] = {
+    { .name = "id", .type = MG_CFG_CUSTOM, .handler = h_route_id },
+    ROUTE_COMMON,
+};
+const mg_cfg_table_t mg_scg_route_table = MG_CFG_TABLE_OF("in route", scg_route_keys);
+
+static void route_free(mg_route_cfg_t *r)
 {
-    mg_config_t *cfg = obj;
-    int rc = mg_cfg_expect(ctx, k->name, v, MG_YNODE_SEQ);
+    free(r->id);
+    free(r->path);
+    free(r->cluster);
+    free(r->uri);
+    mg_plugin_list_free(&r->predicates);
+    mg_plugin_list_free(&r->filters);
+}
+
+/* Walk one route item with table t and append it to cfg->routes. */
+int mg_cfg_route_walk(mg_cfg_ctx_t *ctx, const mg_cfg_table_t *t, const mg_ynode_t *item, size_t ordinal)
+{
+    mg_config_t *cfg = ((load_t *)ctx->user)->cfg;
+    mg_route_cfg_t *nr = realloc(cfg->routes, (cfg->nroutes + 1) * sizeof *nr);
+    if (!nr) return mg_cfg_error(ctx, item, "out of memory");
+    cfg->routes = nr;
+    mg_route_cfg_t *r = &cfg->routes[cfg->nroutes++];
+    memset(r, 0, sizeof *r);
+    r->pos = pos_of(item);
+    int rc = mg_cfg_walk(ctx, t, item, r);
     if (rc) return rc;
-    if (v->nitems == 0) return 0;
-    if (!(cfg->routes = calloc(v->nitems, sizeof *cfg->routes))) return mg_cfg_error(ctx, v, "out of memory");
-    for (size_t i = 0; i < v->nitems; i++) {
-        const mg_ynode_t *item = v->items[i];
-        mg_route_cfg_t *r = &cfg->routes[cfg->nroutes++];
-        r->pos = pos_of(item);
-        if ((rc = mg_cfg_walk(ctx, &route_table, item, r))) return rc;
-        if (!r->id) {
-            char buf[32];
-            snprintf(buf, sizeof buf, "route-%zu", i + 1);
-            if (!(r->id = strdup(buf))) return mg_cfg_error(ctx, item, "out of memory");
-        }
-        for (size_t j = 0; j < i; j++) {
-            if (strcmp(cfg->routes[j].id, r->id) == 0) {
-                const mg_ynode_t *at = mg_ymap_get(item, "id");
-                return mg_cfg_error(ctx, at ? at : item, "duplicate route id '%.80s' (first at %s:%d:%d)", r->id,
-                                    cfg->routes[j].pos.file, cfg->routes[j].pos.line, cfg->routes[j].pos.col);
-            }
+    if (!r->cluster)
+        return mg_cfg_error(ctx, item, "route needs a destination: %s",
+                            t == &route_table ? "'to: CLUSTER' or 'uri: lb://SERVICE' / 'uri: http://host:port'"
+                                              : "'uri: lb://SERVICE' or 'uri: http://host:port'");
+    if (!r->id) {
+        char buf[32];
+        snprintf(buf, sizeof buf, "route-%zu", ordinal);
+        if (!(r->id = strdup(buf))) return mg_cfg_error(ctx, item, "out of memory");
+    }
+    for (size_t j = 0; j + 1 < cfg->nroutes; j++) {
+        if (strcmp(cfg->routes[j].id, r->id) == 0) {
+            const mg_ynode_t *at = mg_ymap_get(item, "id");
+            return mg_cfg_error(ctx, at ? at : item, "duplicate route id '%.80s' (first at %s:%d:%d)", r->id,
+                                cfg->routes[j].pos.file, cfg->routes[j].pos.line, cfg->routes[j].pos.col);
         }
     }
     return 0;
+}
+
+static int h_routes(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v, void *obj)
+{
+    int rc = mg_cfg_expect(ctx, k->name, v, MG_YNODE_SEQ);
+    if (rc) return rc;
+    for (size_t i = 0; i < v->nitems; i++)
+        if ((rc = mg_cfg_route_walk(ctx, &route_table, v->items[i], i + 1))) return rc;
+    return 0;
+}
+
+static int h_default_filters(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v, void *obj)
+{
+    mg_config_t *cfg = obj;
+    return mg_cfg_plugins(ctx, MG_PLUGIN_FILTER, v, &cfg->default_filters);
 }
 
 /* ---- top level ---- */
@@ -373,7 +614,8 @@ static const mg_cfg_key_t timeouts_keys[] = {
 static const mg_cfg_table_t timeouts_table = MG_CFG_TABLE_OF("in timeouts", timeouts_keys);
 
 /* Order matters: timeouts before clusters (their defaults), clusters
- * before routes (route "to" is resolved while walking). */
+ * (native, then Spring simple-discovery instances under "spring") before
+ * routes (route "to"/"uri" is resolved while walking). */
 static const mg_cfg_key_t top_keys[] = {
     { .name = "listen", .type = MG_CFG_CUSTOM, .handler = h_listen },
     { .name = "admin", .type = MG_CFG_CUSTOM, .handler = h_admin },
@@ -382,6 +624,11 @@ static const mg_cfg_key_t top_keys[] = {
     { .name = "timeouts", .type = MG_CFG_TABLE, .sub = &timeouts_table },
     { .name = "access_log", .type = MG_CFG_CUSTOM, .handler = h_access_log },
     { .name = "clusters", .type = MG_CFG_CUSTOM, .handler = h_clusters },
+    /* Spring Cloud Gateway dialect (scg.c): after clusters, before native routes */
+    { .name = "server", .type = MG_CFG_CUSTOM, .handler = mg_scg_server },
+    { .name = "management", .type = MG_CFG_CUSTOM, .handler = mg_scg_management },
+    { .name = "spring", .type = MG_CFG_CUSTOM, .handler = mg_scg_spring },
+    { .name = "default_filters", .type = MG_CFG_CUSTOM, .handler = h_default_filters },
     { .name = "routes", .type = MG_CFG_CUSTOM, .handler = h_routes },
 };
 static const mg_cfg_table_t top_table = MG_CFG_TABLE_OF("at top level", top_keys);
@@ -418,12 +665,9 @@ void mg_config_free(mg_config_t *cfg)
     free(cfg->files);
     free_addrs(cfg->listen, cfg->nlisten);
     free(cfg->admin.host);
-    for (size_t i = 0; i < cfg->nroutes; i++) {
-        free(cfg->routes[i].id);
-        free(cfg->routes[i].path);
-        free(cfg->routes[i].cluster);
-    }
+    for (size_t i = 0; i < cfg->nroutes; i++) route_free(&cfg->routes[i]);
     free(cfg->routes);
+    mg_plugin_list_free(&cfg->default_filters);
     for (size_t i = 0; i < cfg->nclusters; i++) {
         free(cfg->clusters[i].name);
         free_addrs(cfg->clusters[i].endpoints, cfg->clusters[i].nendpoints);
@@ -482,13 +726,14 @@ int mg_config_load_buffers(const mg_config_buffer_t *bufs, size_t nbufs, mg_conf
             mg_cfg_error(&ctx, root, "expected a map at top level, got %s", mg_ynode_describe(root));
             goto done;
         }
+        if (mg_scg_unwrap_configmap(&ctx, arena, root, bufs[i].data, bufs[i].len, &root) != 0) goto done;
         if (!(merged = merged ? mg_ynode_merge(arena, merged, root) : root)) {
             errf(err, errlen, "out of memory");
             goto done;
         }
     }
 
-    load_t st = { cfg };
+    load_t st = { cfg, merged };
     ctx.user = &st;
     static const mg_ynode_t empty = { .kind = MG_YNODE_SCALAR, .str = "", .file = "<empty>", .line = 1, .col = 1 };
     if ((rc = mg_cfg_walk(&ctx, &top_table, merged ? merged : &empty, cfg)) != 0) goto done;

@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 typedef struct {
     const char *file; /* points into mg_config_t.files[] */
@@ -21,9 +22,15 @@ typedef struct {
 } mg_src_pos_t;
 
 typedef struct {
+    char *key, *value;
+} mg_label_t;
+
+typedef struct {
     char *host; /* literal IP or host name, as written ("127.0.0.1", "::1", "localhost") */
     uint16_t port;
     mg_src_pos_t pos;
+    mg_label_t *labels; /* endpoint metadata (Spring simple-discovery "metadata"); may be NULL */
+    size_t nlabels;
 } mg_addr_cfg_t;
 
 typedef enum {
@@ -42,15 +49,47 @@ typedef struct {
     uint32_t max_idle;            /* idle keep-alive conns per endpoint per worker (64) */
     uint32_t idle_timeout_ms;     /* pooled conn idle timeout (30000) */
     mg_src_pos_t pos;
+    bool synthesized;             /* made for a route's "uri: http://host:port" */
 } mg_cluster_cfg_t;
+
+/* One predicate or filter as configured, after name resolution and the
+ * mapping of Spring's shortcut form ("StripPrefix=2") onto named arguments:
+ * both forms give the same mg_plugin_cfg_t. Argument keys are the canonical
+ * field names of the registry (src/filter/registry.h); a list argument
+ * (Path patterns, Method methods...) has several values. */
+typedef struct {
+    const char *key; /* static: the registry's field name */
+    char **values;
+    size_t nvalues;
+    mg_src_pos_t pos; /* of the value (or of the shortcut text) */
+} mg_arg_cfg_t;
+
+typedef struct {
+    const char *name; /* static: the registry's canonical name ("Path", "StripPrefix") */
+    mg_arg_cfg_t *args; /* in the registry's field order; absent optional args are left out */
+    size_t nargs;
+    mg_src_pos_t pos; /* of the list item */
+} mg_plugin_cfg_t;
+
+typedef struct {
+    mg_plugin_cfg_t *v;
+    size_t n;
+} mg_plugin_list_t;
 
 typedef struct {
     char *id;
-    char *path;      /* Spring PathPattern */
+    char *path;      /* native "path:" shorthand (a Path predicate put first), or NULL */
     char *cluster;   /* name, validated to exist */
-    size_t cluster_index; /* index into mg_config_t.clusters */
+    size_t cluster_index; /* index into mg_config_t.clusters: the only destination the proxy needs */
     mg_src_pos_t pos;      /* the route's map */
     mg_src_pos_t path_pos; /* the path value (for pattern errors) */
+
+    int32_t order;                /* routes sort by (order, declaration); default 0 */
+    uint32_t response_timeout_ms; /* metadata response-timeout; 0 = the cluster's */
+    uint32_t connect_timeout_ms;  /* metadata connect-timeout; 0 = the cluster's */
+    mg_plugin_list_t predicates;  /* all must hold (the "path:" shorthand is not in here) */
+    mg_plugin_list_t filters;     /* in order, after default_filters */
+    char *uri;                    /* the destination as written ("lb://svc", "http://h:p"), or NULL for "to:" */
 } mg_route_cfg_t;
 
 typedef struct {
@@ -67,6 +106,7 @@ typedef struct {
     size_t nroutes;
     mg_cluster_cfg_t *clusters;
     size_t nclusters;
+    mg_plugin_list_t default_filters; /* run before every route's filters */
 
     /* limits: */
     uint32_t max_request_line;  /* 8192 */
@@ -105,5 +145,13 @@ int mg_config_load_buffers(const mg_config_buffer_t *bufs, size_t nbufs, mg_conf
                            char *err, size_t errlen);
 
 void mg_config_free(mg_config_t *cfg); /* NULL is fine */
+
+/* Write cfg as a native meshgate YAML file that loads back to the same
+ * config (same routes, clusters, filters, limits; positions aside): the
+ * migration aid behind `meshgate config print`. Returns 0 or -errno. */
+int mg_config_print(const mg_config_t *cfg, FILE *out);
+
+/* Free a plugin list (used by the loader and by tests). */
+void mg_plugin_list_free(mg_plugin_list_t *l);
 
 #endif

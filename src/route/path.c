@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "core/err.h"
+#include "route/rx.h"
 
 #define MAX_GROUPS 32 /* regmatch_t slots on the stack per regex element */
 
@@ -70,145 +71,12 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
     return MG_ECONFIG;
 }
 
-/* ---- a tiny growable string for building regexes ---- */
-
-typedef struct {
-    char *p;
-    size_t n, cap;
-    bool oom;
-} sbuf_t;
-
-static void sb_putn(sbuf_t *b, const char *s, size_t n)
-{
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 64;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *q = realloc(b->p, cap);
-        if (!q) { b->oom = true; return; }
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-}
-static void sb_puts(sbuf_t *b, const char *s) { sb_putn(b, s, strlen(s)); }
-static void sb_putc(sbuf_t *b, char c) { sb_putn(b, &c, 1); }
-
-/* A literal byte as ERE. */
-static void sb_lit(sbuf_t *b, char c)
-{
-    if (strchr(".[()*+?{}|$", c)) {
-        char t[4] = { '[', c, ']', 0 };
-        sb_puts(b, t);
-    } else if (c == '\\' || c == '^') {
-        sb_putc(b, '\\');
-        sb_putc(b, c);
-    } else {
-        sb_putc(b, c);
-    }
-}
-
-/* Translate the Java-flavoured regex of "{name:re}" into POSIX ERE (glibc):
- * \d \D become classes, (?:...) becomes a plain group; counts groups.
- * glibc's regcomp expands "x+" and "x{n,m}" by copying x, so nested
- * repetition grows the compiled regex exponentially: bound the product of
- * repetition factors and refuse stacked quantifiers ("a++", "a*?"). */
-#define MAX_REGEX_LEN 256
-#define MAX_REGEX_COST 65536
-
-static int translate_regex(sbuf_t *b, const char *re, size_t n, size_t *groups,
-                           char *err, size_t errlen)
-{
-    bool in_br = false, after_quant = false;
-    uint64_t cost = 1;
-    if (n > MAX_REGEX_LEN) return fail(err, errlen, "regex longer than %d characters", MAX_REGEX_LEN);
-    for (size_t i = 0; i < n; i++) {
-        char c = re[i];
-        if (!in_br) {
-            bool quant = c == '*' || c == '+' || c == '?' || c == '{';
-            if (quant && after_quant)
-                return fail(err, errlen, "stacked regex quantifiers (lazy, possessive) are not supported");
-            after_quant = quant;
-            if (c == '\\') {
-                if (++i == n) return fail(err, errlen, "regex ends with '\\'");
-                char e = re[i];
-                if (e == 'd') sb_puts(b, "[0-9]");
-                else if (e == 'D') sb_puts(b, "[^0-9]");
-                else if (strchr("wWsSbB", e)) { sb_putc(b, '\\'); sb_putc(b, e); }
-                else if (isalnum((unsigned char)e))
-                    return fail(err, errlen, "unsupported regex escape '\\%c'", e);
-                else sb_lit(b, e);
-            } else if (c == '(') {
-                if (i + 1 < n && re[i + 1] == '?') {
-                    if (i + 2 < n && re[i + 2] == ':') i += 2;
-                    else return fail(err, errlen, "unsupported regex group '(?'");
-                }
-                (*groups)++;
-                sb_putc(b, '(');
-            } else if (c == '[') {
-                in_br = true;
-                sb_putc(b, '[');
-                if (i + 1 < n && re[i + 1] == '^') sb_putc(b, re[++i]);
-                if (i + 1 < n && re[i + 1] == ']') sb_putc(b, re[++i]);
-            } else if (c == '{') {
-                /* interval {n}, {n,}, {n,m}: copy through, cost by its bound */
-                size_t j = i + 1;
-                unsigned long lo = 0, hi = 0;
-                while (j < n && re[j] >= '0' && re[j] <= '9' && lo < 100000) lo = lo * 10 + (unsigned long)(re[j++] - '0');
-                hi = lo;
-                if (j < n && re[j] == ',') {
-                    j++;
-                    if (j < n && re[j] >= '0' && re[j] <= '9') {
-                        hi = 0;
-                        while (j < n && re[j] >= '0' && re[j] <= '9' && hi < 100000)
-                            hi = hi * 10 + (unsigned long)(re[j++] - '0');
-                    }
-                }
-                if (j >= n || re[j] != '}' || !(re[i + 1] >= '0' && re[i + 1] <= '9'))
-                    return fail(err, errlen, "bad regex interval");
-                cost *= hi + 1;
-                if (cost > MAX_REGEX_COST) return fail(err, errlen, "regex too complex (nested repetition)");
-                sb_putn(b, re + i, j + 1 - i);
-                i = j;
-            } else {
-                if (c == '+') {
-                    cost *= 2;
-                    if (cost > MAX_REGEX_COST) return fail(err, errlen, "regex too complex (nested repetition)");
-                }
-                sb_putc(b, c);
-            }
-        } else {
-            after_quant = false;
-            if (c == ']') {
-                in_br = false;
-                sb_putc(b, c);
-            } else if (c == '[' && i + 1 < n && strchr(":.=", re[i + 1])) {
-                /* [:class:] [.coll.] [=equiv=] copied through */
-                char d = re[i + 1];
-                size_t j = i + 2;
-                while (j + 1 < n && !(re[j] == d && re[j + 1] == ']')) j++;
-                if (j + 1 >= n) return fail(err, errlen, "unterminated '[%c' in regex", d);
-                sb_putn(b, re + i, j + 2 - i);
-                i = j + 1;
-            } else if (c == '\\') {
-                if (++i == n) return fail(err, errlen, "regex ends with '\\'");
-                char e = re[i];
-                if (e == 'd') sb_puts(b, "0-9");
-                else if (e == 'w') sb_puts(b, "A-Za-z0-9_");
-                else if (e == 's') sb_puts(b, " \t\n\r\f\v");
-                else if (e == ']' || e == '-' || e == '^' || isalnum((unsigned char)e))
-                    return fail(err, errlen, "unsupported escape '\\%c' in regex bracket", e);
-                else sb_putc(b, e);
-            } else {
-                sb_putc(b, c);
-            }
-        }
-    }
-    if (in_br) return fail(err, errlen, "unterminated '[' in regex");
-    return 0;
-}
+/* regex building: see rx.h */
+#define sbuf_t mg_sbuf_t
+#define sb_putc mg_sb_putc
+#define sb_puts mg_sb_puts
+#define sb_lit mg_sb_lit
+#define translate_regex(b, re, n, groups, err, errlen) mg_rx_translate(b, re, n, groups, NULL, err, errlen)
 
 /* ---- compile ---- */
 
@@ -485,6 +353,8 @@ void mg_path_free(mg_path_pattern_t *p)
 }
 
 const char *mg_path_pattern_text(const mg_path_pattern_t *p) { return p->text; }
+
+bool mg_path_has_tail(const mg_path_pattern_t *p) { return p->tail != TAIL_NONE; }
 
 /* ---- match ---- */
 

@@ -33,6 +33,10 @@ void mg_path_free(mg_path_pattern_t *p);
 /* path is the request path without the query. vars may be NULL. */
 bool mg_path_match(const mg_path_pattern_t *p, const char *path, size_t len, mg_path_vars_t *vars);
 
+/* Does the pattern end in "**" or "{*name}" (then it matches any tail,
+ * so a trailing slash is never "extra")? */
+bool mg_path_has_tail(const mg_path_pattern_t *p);
+
 /* The pattern text as given. */
 const char *mg_path_pattern_text(const mg_path_pattern_t *p);
 

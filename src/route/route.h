@@ -12,13 +12,15 @@
 #include <stdint.h>
 
 #include "config/config.h"
+#include "core/json.h"
 #include "http/http1.h"
 #include "route/path.h"
 
 typedef struct mg_route {
     const mg_route_cfg_t *cfg; /* id, cluster name and index, position */
-    mg_path_pattern_t *path;
+    mg_path_pattern_t *path;   /* first pattern of the route's Path predicate, or NULL */
     bool has_filters;          /* any request/response filter (incl. default-filters) */
+    bool has_response_filters; /* any filter with a response part: else skip mg_filters_response */
     void *compiled;            /* private to route/ and filter/: predicates, filters */
 } mg_route_t;
 
@@ -41,6 +43,21 @@ void mg_route_table_free(mg_route_table_t *t);
 const mg_route_t *mg_route_match(const mg_route_table_t *t, const mg_match_ctx_t *ctx, mg_path_vars_t *vars);
 
 size_t mg_route_count(const mg_route_table_t *t);
-const mg_route_t *mg_route_at(const mg_route_table_t *t, size_t i);
+const mg_route_t *mg_route_at(const mg_route_table_t *t, size_t i); /* declaration order */
+size_t mg_route_index(const mg_route_table_t *t, const mg_route_t *r);
+
+/* Match counters, per worker and lock-free: worker w (0..cfg->workers-1)
+ * calls mg_route_hit after a match; only it writes its row (relaxed
+ * atomics), readers (admin) sum the rows. Counters start at 0 with each
+ * table, i.e. each config (re)load. */
+void mg_route_hit(const mg_route_t *r, uint32_t worker);
+uint64_t mg_route_hits(const mg_route_t *r);
+
+/* JSON for GET /routes: {"id","order","predicates":[{"name","args"}],
+ * "filters":[...],"destination":{"cluster","uri"},"metadata":{...},
+ * "matches"}. */
+void mg_route_describe_json(const mg_route_t *r, mg_buf_t *out);
+/* A configured predicate/filter list as JSON (e.g. default-filters). */
+void mg_plugin_list_json(const mg_plugin_list_t *l, mg_buf_t *out);
 
 #endif

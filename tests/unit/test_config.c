@@ -320,10 +320,11 @@ typedef struct {
 static const err_case_t err_cases[] = {
     { "unknown top-level key", "listen: 8080\nlisen: 8081\n",
       "x.yaml:2:1: unknown key 'lisen' at top level (expected one of: listen, admin, workers, limits, timeouts, "
-      "access_log, clusters, routes)" },
+      "access_log, clusters, server, management, spring, default_filters, routes)" },
     { "unknown nested key",
       "clusters:\n  c: {endpoints: [1.1.1.1:80]}\nroutes:\n  - id: r\n    to: c\n    pathh: /x\n",
-      "x.yaml:6:5: unknown key 'pathh' in route (expected one of: id, path, to)" },
+      "x.yaml:6:5: unknown key 'pathh' in route (expected one of: id, path, to, order, predicates, filters, uri, "
+      "metadata)" },
     { "unknown key in limits", "limits:\n  max_bodyy: 1\n",
       "x.yaml:2:3: unknown key 'max_bodyy' in limits (expected one of: max_request_line, max_header_bytes, "
       "max_headers, max_body, max_connections)" },
@@ -374,11 +375,10 @@ static const err_case_t err_cases[] = {
       "x.yaml:1:20: max_body: '99999999999999999999' is out of range (0..18446744073709551615 bytes)" },
     { "bad lb", "clusters:\n  a:\n    endpoints: [1.1.1.1:80]\n    lb: fastest\n",
       "x.yaml:4:9: lb: unknown value 'fastest' (expected one of: round_robin, least_request, random)" },
-    { "missing path", "clusters:\n  a: {endpoints: [1.1.1.1:80]}\nroutes:\n  - id: r1\n    to: a\n",
-      "x.yaml:4:5: missing required key 'path' in route" },
-    { "null path", "clusters:\n  a: {endpoints: [1.1.1.1:80]}\nroutes:\n  - {path: , to: a}\n",
-      "x.yaml:4:12: missing required key 'path' in route" },
-    { "missing to", "routes:\n  - path: /x\n", "x.yaml:2:5: missing required key 'to' in route" },
+    { "to and uri", "clusters:\n  a: {endpoints: [1.1.1.1:80]}\nroutes:\n  - {path: /x, to: a, uri: lb://a}\n",
+      "x.yaml:4:28: a route takes one destination: 'to' or 'uri', not both" },
+    { "missing to", "routes:\n  - path: /x\n",
+      "x.yaml:2:5: route needs a destination: 'to: CLUSTER' or 'uri: lb://SERVICE' / 'uri: http://host:port'" },
     { "missing endpoints", "clusters:\n  a:\n    lb: random\n",
       "x.yaml:3:5: missing required key 'endpoints' in cluster" },
     { "empty endpoints", "clusters:\n  a:\n    endpoints: []\n", "x.yaml:3:16: endpoints: needs at least one address" },
@@ -406,7 +406,7 @@ static const err_case_t err_cases[] = {
     { "bad merge key", "clusters:\n  a:\n    <<: 5\n", "x.yaml:3:9: '<<' expects a map or a list of maps" },
     { "unknown key via anchor", "x-defaults: &d {lb: random}\n",
       "x.yaml:1:1: unknown key 'x-defaults' at top level (expected one of: listen, admin, workers, limits, "
-      "timeouts, access_log, clusters, routes)" },
+      "timeouts, access_log, clusters, server, management, spring, default_filters, routes)" },
     { "cluster name empty", "clusters:\n  '': {endpoints: [1.1.1.1:80]}\n",
       "x.yaml:2:3: cluster name must be a non-empty string" },
     { "empty access log", "access_log: ''\n", "x.yaml:1:13: access_log: expected stderr, off or a file path" },

@@ -1,0 +1,44 @@
+/* cfg_int: what the files of src/config share (native dialect in config.c,
+ * Spring Cloud Gateway dialect in scg.c, predicate/filter lists in
+ * plugins.c). Internal to src/config. */
+#ifndef MG_CONFIG_CFG_INT_H
+#define MG_CONFIG_CFG_INT_H
+
+#include "config/cfg_walk.h"
+#include "config/config.h"
+#include "config/yaml_tree.h"
+#include "filter/registry.h"
+
+typedef struct {
+    mg_config_t *cfg;
+    const mg_ynode_t *root; /* the merged tree */
+} load_t;
+
+static inline mg_src_pos_t mg_pos_of(const mg_ynode_t *n) { return (mg_src_pos_t){ n->file, n->line, n->col }; }
+
+/* plugins.c: a predicates:/filters: sequence (shortcut or expanded items)
+ * appended to out, each resolved against the registry and validated. */
+int mg_cfg_plugins(mg_cfg_ctx_t *ctx, mg_plugin_kind_t kind, const mg_ynode_t *v, mg_plugin_list_t *out);
+
+/* config.c: shared route/cluster helpers */
+int mg_cfg_route_walk(mg_cfg_ctx_t *ctx, const mg_cfg_table_t *t, const mg_ynode_t *item, size_t ordinal);
+extern const mg_cfg_table_t mg_scg_route_table;
+mg_cluster_cfg_t *mg_cfg_add_cluster(mg_config_t *cfg, const char *name, const mg_ynode_t *at);
+int mg_cfg_parse_addr(mg_cfg_ctx_t *ctx, const char *what, const mg_ynode_t *v, const char *def_host,
+                      mg_addr_cfg_t *out);
+void mg_cfg_free_addrs(mg_addr_cfg_t *a, size_t n);
+/* {key: value} scalars -> a->labels (replacing them) */
+int mg_cfg_labels(mg_cfg_ctx_t *ctx, const mg_ynode_t *v, mg_addr_cfg_t *a);
+
+/* scg.c: top-level keys of the Spring Cloud Gateway dialect */
+int mg_scg_server(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v, void *obj);
+int mg_scg_management(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v, void *obj);
+int mg_scg_spring(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v, void *obj);
+
+/* scg.c: if root is a Kubernetes ConfigMap, parse the YAML files of its
+ * data (positions into the outer file, whose raw text is data[0..len)) and
+ * return their merge in *out; otherwise *out = root. */
+int mg_scg_unwrap_configmap(mg_cfg_ctx_t *ctx, mg_yarena_t *a, mg_ynode_t *root, const char *data, size_t len,
+                            mg_ynode_t **out);
+
+#endif
