@@ -40,6 +40,8 @@ static void usage(FILE *f)
             "  meshgate run -c FILE [-c FILE ...]    run in the foreground (later files win)\n"
             "  meshgate check -c FILE [-c FILE ...]  validate config; exit 0, or print\n"
             "                                        FILE:LINE:COL: message and exit 1\n"
+            "  meshgate config print -c FILE ...     print the effective config in native form\n"
+            "                                        (e.g. to migrate a Spring Cloud Gateway file)\n"
             "  meshgate --help | --version\n"
             "\n"
             "signals: SIGHUP reloads the config files (an invalid config is refused and the\n"
@@ -136,6 +138,20 @@ static int cmd_check(void)
     return 0;
 }
 
+static int cmd_print(void)
+{
+    char err[1024] = "";
+    mg_config_t *cfg = NULL;
+    int rc = mg_config_load(G.files, G.nfiles, &cfg, err, sizeof err);
+    if (rc) {
+        fprintf(stderr, "%s\n", err[0] ? err : mg_strerror(rc));
+        return 1;
+    }
+    rc = mg_config_print(cfg, stdout);
+    mg_config_free(cfg);
+    return rc ? 1 : 0;
+}
+
 static int cmd_run(void)
 {
     char err[1024] = "";
@@ -214,6 +230,11 @@ int main(int argc, char **argv)
         if (parse_files(argc, argv, 2))
             return 2;
         return strcmp(argv[1], "run") == 0 ? cmd_run() : cmd_check();
+    }
+    if (strcmp(argv[1], "config") == 0 && argc > 2 && strcmp(argv[2], "print") == 0) {
+        if (parse_files(argc, argv, 3))
+            return 2;
+        return cmd_print();
     }
     /* `meshgate -c FILE` is `meshgate run -c FILE`. */
     if (strcmp(argv[1], "-c") == 0) {

@@ -116,16 +116,14 @@ static void get_routes(admin_conn_t *c, mg_snapshot_t *snap)
 {
     mg_buf_t b;
     mg_buf_init(&b);
-    mg_buf_add(&b, "{\"routes\":[", 11);
-    for (size_t i = 0; i < snap->cfg->nroutes; i++) {
-        const mg_route_cfg_t *r = &snap->cfg->routes[i];
-        mg_buf_addf(&b, "%s{\"id\":", i ? "," : "");
-        mg_buf_json_str(&b, mg_slice_cstr(r->id));
-        mg_buf_add(&b, ",\"path\":", 8);
-        mg_buf_json_str(&b, mg_slice_cstr(r->path));
-        mg_buf_add(&b, ",\"cluster\":", 11);
-        mg_buf_json_str(&b, mg_slice_cstr(r->cluster));
-        mg_buf_add(&b, "}", 1);
+    mg_buf_add(&b, "{\"default_filters\":", 19);
+    mg_plugin_list_json(&snap->cfg->default_filters, &b);
+    mg_buf_add(&b, ",\"routes\":[", 11);
+    size_t n = mg_route_count(snap->routes);
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            mg_buf_add(&b, ",", 1);
+        mg_route_describe_json(mg_route_at(snap->routes, i), &b);
     }
     mg_buf_add(&b, "]}\n", 3);
     reply(c, 200, "OK", &b);

@@ -133,13 +133,13 @@ static uint32_t pick_endpoint(mg_session_t *s, const mg_cluster_t *c, size_t ci)
 
 /* ---- the request head for upstream ---- */
 
-static void add_list(mg_buf_t *b, const char *name, const mg_http_msg_t *m, mg_slice_t ours)
+static void add_list(mg_buf_t *b, const char *name, const mg_hdr_list_t *l, mg_slice_t ours)
 {
     size_t nlen = strlen(name);
     mg_buf_add(b, name, nlen);
     mg_buf_add(b, ": ", 2);
-    for (uint32_t i = 0; i < m->nheaders; i++) {
-        const mg_http_header_t *h = &m->headers[i];
+    for (uint32_t i = 0; i < l->n; i++) {
+        const mg_hdr_t *h = &l->v[i];
         if (h->name.n == nlen && strncasecmp(h->name.p, name, nlen) == 0 && h->value.n) {
             mg_buf_add(b, h->value.p, h->value.n);
             mg_buf_add(b, ", ", 2);
@@ -159,40 +159,55 @@ static bool is_forwarded_name(mg_slice_t n)
            mg_slice_caseeq_cstr(n, "x-forwarded-host");
 }
 
+/* The request as filters see it: views into the parsed head (no copies);
+ * hop-by-hop fields and Host are left out, the proxy writes those. */
+static int fill_req_view(mg_session_t *s)
+{
+    const mg_http_msg_t *m = &s->req;
+    mg_req_view_t *v = &s->view;
+    v->arena = s->arena;
+    v->msg = m;
+    v->client_ip = mg_slice_cstr(s->peer);
+    v->method = m->method;
+    v->path = m->path;
+    v->query = m->query;
+    v->host = (m->flags & MG_MSG_ABSOLUTE_FORM) ? m->authority : m->host;
+    v->preserve_host = true;
+    v->headers = (mg_hdr_list_t){ 0 };
+    v->local_headers = (mg_hdr_list_t){ 0 };
+    v->max_body = 0;
+    v->local_status = 0;
+    for (uint32_t i = 0; i < m->nheaders; i++) {
+        const mg_http_header_t *h = &m->headers[i];
+        if (h->flags & (MG_HDR_HOP | MG_HDR_HOST))
+            continue;
+        if (mg_hdr_add(s->arena, &v->headers, h->name, h->value))
+            return -431;
+    }
+    return 0;
+}
+
 static void build_upstream_head(mg_session_t *s, const mg_endpoint_t *ep)
 {
     const mg_http_msg_t *m = &s->req;
+    const mg_req_view_t *v = &s->view;
     mg_buf_t *b = &s->ubuf;
     b->len = 0;
-    mg_buf_add(b, m->method.p, m->method.n);
+    mg_buf_add(b, v->method.p, v->method.n);
     mg_buf_add(b, " ", 1);
-    if (m->flags & MG_MSG_ABSOLUTE_FORM) {
-        mg_buf_add(b, m->path.p, m->path.n);
-        if (m->query.p) {
-            mg_buf_add(b, "?", 1);
-            mg_buf_add(b, m->query.p, m->query.n);
-        }
-    } else {
-        mg_buf_add(b, m->target.p, m->target.n);
+    mg_buf_add(b, v->path.p, v->path.n);
+    if (v->query.p) {
+        mg_buf_add(b, "?", 1);
+        mg_buf_add(b, v->query.p, v->query.n);
     }
-    mg_buf_add(b, " HTTP/1.1\r\n", 11);
-    mg_slice_t host = m->host;
-    if (m->flags & MG_MSG_ABSOLUTE_FORM)
-        host = m->authority;
-    bool host_done = false;
-    for (uint32_t i = 0; i < m->nheaders; i++) {
-        const mg_http_header_t *h = &m->headers[i];
-        if (h->flags & MG_HDR_HOP)
-            continue;
-        if (h->flags & MG_HDR_HOST) {
-            if (host_done)
-                continue;
-            host_done = true;
-            mg_buf_add(b, "Host: ", 6);
-            mg_buf_add(b, host.p, host.n);
-            mg_buf_add(b, CRLF, 2);
-            continue;
-        }
+    mg_buf_add(b, " HTTP/1.1\r\nHost: ", 17);
+    if (v->host.n)
+        mg_buf_add(b, v->host.p, v->host.n);
+    else /* HTTP/1.0 without Host: name the endpoint */
+        mg_buf_add(b, ep->stats->name, strlen(ep->stats->name));
+    mg_buf_add(b, CRLF, 2);
+    for (uint32_t i = 0; i < v->headers.n; i++) {
+        const mg_hdr_t *h = &v->headers.v[i];
         if (is_forwarded_name(h->name))
             continue;
         mg_buf_add(b, h->name.p, h->name.n);
@@ -200,27 +215,19 @@ static void build_upstream_head(mg_session_t *s, const mg_endpoint_t *ep)
         mg_buf_add(b, h->value.p, h->value.n);
         mg_buf_add(b, CRLF, 2);
     }
-    if (!host_done) {
-        /* HTTP/1.0 without Host: the absolute-form authority, else the endpoint. */
-        mg_buf_add(b, "Host: ", 6);
-        if (host.n)
-            mg_buf_add(b, host.p, host.n);
-        else
-            mg_buf_add(b, ep->stats->name, strlen(ep->stats->name));
-        mg_buf_add(b, CRLF, 2);
-    }
-    add_list(b, "X-Forwarded-For", m, mg_slice_cstr(s->peer));
-    add_list(b, "X-Forwarded-Proto", m, MG_SLICE_LIT("http"));
-    if (host.n)
-        add_list(b, "X-Forwarded-Host", m, host);
-    add_list(b, "Via", m, m->version == 10 ? MG_SLICE_LIT("1.0 meshgate") : MG_SLICE_LIT("1.1 meshgate"));
+    mg_slice_t client_host = (m->flags & MG_MSG_ABSOLUTE_FORM) ? m->authority : m->host;
+    add_list(b, "X-Forwarded-For", &v->headers, mg_slice_cstr(s->peer));
+    add_list(b, "X-Forwarded-Proto", &v->headers, MG_SLICE_LIT("http"));
+    if (client_host.n)
+        add_list(b, "X-Forwarded-Host", &v->headers, client_host);
+    add_list(b, "Via", &v->headers, m->version == 10 ? MG_SLICE_LIT("1.0 meshgate") : MG_SLICE_LIT("1.1 meshgate"));
     if (m->body == MG_BODY_LENGTH) {
         mg_buf_add(b, "Content-Length: ", 16);
         mg_buf_add_u64(b, m->content_length);
         mg_buf_add(b, CRLF, 2);
-    }
-    else if (m->body == MG_BODY_CHUNKED)
+    } else if (m->body == MG_BODY_CHUNKED) {
         mg_buf_add(b, "Transfer-Encoding: chunked\r\n", 28);
+    }
     mg_buf_add(b, CRLF, 2);
 }
 
@@ -270,7 +277,8 @@ void mg_exchange_start(mg_session_t *s, size_t head_len)
     mg_http_msg_reset(&s->resp);
     mg_session_timer(s, has_body ? ST_BODY : ST_NONE, cfg->body_timeout_ms);
 
-    if (cfg->max_body_bytes && m->body == MG_BODY_LENGTH && m->content_length > cfg->max_body_bytes) {
+    s->max_body = cfg->max_body_bytes;
+    if (s->max_body && m->body == MG_BODY_LENGTH && m->content_length > s->max_body) {
         mg_session_local_reply(s, 413, "request body too large", true);
         return;
     }
@@ -279,14 +287,45 @@ void mg_exchange_start(mg_session_t *s, size_t head_len)
         return;
     }
     mg_match_ctx_t mctx = { .req = m, .peer = (const struct sockaddr *)&s->peer_addr, .rng = &w->rng, .now_ms = 0 };
-    s->route = mg_route_match(snap->routes, &mctx, NULL);
+    s->view.vars.n = 0;
+    s->route = mg_route_match(snap->routes, &mctx, &s->view.vars);
     if (!s->route) {
         mg_session_local_reply(s, 404, "no route", false);
         return;
     }
+    if (!s->arena && !(s->arena = mg_arena_new(4096, MG_ARENA_LIMIT))) {
+        mg_session_local_reply(s, 503, "out of memory", true);
+        return;
+    }
+    mg_arena_reset(s->arena);
+    int frc = fill_req_view(s);
+    if (frc == 0 && s->route->has_filters)
+        frc = mg_filters_request(s->route, &s->view);
+    if (frc < 0 || s->view.local_status) {
+        /* Answered by a filter (RedirectTo, RequestSize, ...): the route's
+         * response filters still apply, as in Spring. */
+        mg_resp_view_t *rv = &s->rview;
+        *rv = (mg_resp_view_t){ .arena = s->arena, .status = frc < 0 ? -frc : s->view.local_status,
+                                .headers = s->view.local_headers };
+        if (s->route->has_response_filters)
+            mg_filters_response(s->route, &s->view, rv);
+        const char *msg = frc == -413 ? "request body too large" : frc < 0 ? "request rejected by filter" : NULL;
+        mg_session_local_reply_h(s, rv->status, msg, frc < 0, &rv->headers);
+        return;
+    }
+    if (s->view.max_body && (!s->max_body || s->view.max_body < s->max_body))
+        s->max_body = s->view.max_body;
+    if (s->max_body && m->body == MG_BODY_LENGTH && m->content_length > s->max_body) {
+        mg_session_local_reply(s, 413, "request body too large", true);
+        return;
+    }
     size_t ci = s->route->cfg->cluster_index;
     const mg_cluster_t *c = &snap->clusters.clusters[ci];
-    s->response_timeout_ms = c->cfg->response_timeout_ms ? c->cfg->response_timeout_ms : cfg->response_timeout_ms;
+    /* route metadata, else the cluster's, else the global timeout */
+    s->response_timeout_ms = s->route->cfg->response_timeout_ms   ? s->route->cfg->response_timeout_ms
+                             : c->cfg->response_timeout_ms ? c->cfg->response_timeout_ms
+                                                           : cfg->response_timeout_ms;
+    mg_route_hit(s->route, w->id);
     if (c->neps == 0) {
         mg_session_local_reply(s, 503, "no endpoint", false);
         return;
@@ -383,7 +422,6 @@ static void request_body_progress(mg_session_t *s)
  * or failure handled), 0 when the buffer is drained or the body done. */
 static int send_request_body(mg_session_t *s, uv_buf_t *iov, unsigned first, unsigned max)
 {
-    const mg_config_t *cfg = s->ws->snap->cfg;
     unsigned niov = 0;
     ssize_t used = 0;
     if (s->rq == RQ_BODY) {
@@ -392,7 +430,7 @@ static int send_request_body(mg_session_t *s, uv_buf_t *iov, unsigned first, uns
             upstream_fail(s, 400, "invalid chunked request body");
             return 1;
         }
-        if (cfg->max_body_bytes && s->reqp.payload > cfg->max_body_bytes) {
+        if (s->max_body && s->reqp.payload > s->max_body) {
             upstream_fail(s, 413, "request body too large");
             return 1;
         }
@@ -466,21 +504,39 @@ void mg_exchange_up_written(mg_session_t *s, int status)
 
 /* ---- response side ---- */
 
-static void build_client_head(mg_session_t *s)
+/* Serializes the response head for the client from the response view,
+ * after the route's response filters ran. Returns -1 if the head does not
+ * fit the per-request arena (answered as 502). */
+static int build_client_head(mg_session_t *s)
 {
     const mg_http_msg_t *r = &s->resp;
+    mg_resp_view_t *rv = &s->rview;
     mg_buf_t *b = &s->hbuf;
     bool client10 = s->req.version == 10;
-    b->len = 0;
-    char st[4] = { (char)('0' + r->status / 100), (char)('0' + r->status / 10 % 10), (char)('0' + r->status % 10), ' ' };
-    mg_buf_add(b, "HTTP/1.1 ", 9);
-    mg_buf_add(b, st, 4);
-    mg_buf_add(b, r->reason.p, r->reason.n);
-    mg_buf_add(b, CRLF, 2);
+    rv->arena = s->arena;
+    rv->status = r->status;
+    rv->reason = r->reason;
+    rv->headers = (mg_hdr_list_t){ 0 };
     for (uint32_t i = 0; i < r->nheaders; i++) {
         const mg_http_header_t *h = &r->headers[i];
-        if (h->flags & MG_HDR_HOP)
-            continue;
+        if (!(h->flags & MG_HDR_HOP) && mg_hdr_add(s->arena, &rv->headers, h->name, h->value))
+            return -1;
+    }
+    if (s->route && s->route->has_response_filters) {
+        mg_filters_response(s->route, &s->view, rv);
+        if (rv->status != r->status || !rv->reason.p)
+            rv->reason = mg_slice_cstr(mg_reason_phrase(rv->status));
+    }
+    s->status = rv->status;
+    b->len = 0;
+    char st[4] = { (char)('0' + rv->status / 100 % 10), (char)('0' + rv->status / 10 % 10),
+                   (char)('0' + rv->status % 10), ' ' };
+    mg_buf_add(b, "HTTP/1.1 ", 9);
+    mg_buf_add(b, st, 4);
+    mg_buf_add(b, rv->reason.p, rv->reason.n);
+    mg_buf_add(b, CRLF, 2);
+    for (uint32_t i = 0; i < rv->headers.n; i++) {
+        const mg_hdr_t *h = &rv->headers.v[i];
         mg_buf_add(b, h->name.p, h->name.n);
         mg_buf_add(b, ": ", 2);
         mg_buf_add(b, h->value.p, h->value.n);
@@ -490,7 +546,7 @@ static void build_client_head(mg_session_t *s)
     case MG_BODY_NONE:
         if (!((r->flags & MG_MSG_HAS_CL) && r->status != 204 && r->status >= 200))
             break;
-        /* fallthrough: HEAD and 304 keep the length the upstream announced */
+        /* HEAD and 304 keep the length the upstream announced */
         __attribute__((fallthrough));
     case MG_BODY_LENGTH:
         mg_buf_add(b, "Content-Length: ", 16);
@@ -512,6 +568,7 @@ static void build_client_head(mg_session_t *s)
     else if (client10)
         mg_buf_add(b, "Connection: keep-alive\r\n", 24);
     mg_buf_add(b, CRLF, 2);
+    return 0;
 }
 
 /* Forward what is buffered from upstream. Returns after queuing a write,
@@ -587,7 +644,6 @@ void mg_exchange_up_data(mg_session_t *s)
             mg_http_msg_reset(&s->resp);
             continue;
         }
-        s->status = s->resp.status;
         if ((s->resp.flags & MG_MSG_CONN_CLOSE) || (s->resp.version == 10 && !(s->resp.flags & MG_MSG_CONN_KEEPALIVE)))
             s->up_reusable = false;
         bool client10 = s->req.version == 10;
@@ -595,7 +651,10 @@ void mg_exchange_up_data(mg_session_t *s)
         pipe_init(&s->resp_pipe, s->resp.body, s->resp.content_length, out_chunked);
         if (s->resp.body == MG_BODY_EOF)
             s->up_reusable = false;
-        build_client_head(s);
+        if (build_client_head(s) < 0) {
+            upstream_fail(s, 502, "upstream response head too large");
+            return;
+        }
         up->rpos += (size_t)r;
         s->resp_started = true;
         s->rs = s->resp_pipe.done ? RS_DONE : RS_BODY;

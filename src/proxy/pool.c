@@ -207,7 +207,10 @@ void mg_pool_acquire(mg_worker_t *w, mg_session_t *s, const mg_endpoint_t *ep, b
         mg_exchange_up_ready(s, rc);
         return;
     }
-    mg_upconn_timer(up, UT_CONNECT, cc && cc->connect_timeout_ms ? cc->connect_timeout_ms : cfg->connect_timeout_ms);
+    uint32_t cto = s->route && s->route->cfg->connect_timeout_ms ? s->route->cfg->connect_timeout_ms
+                   : cc && cc->connect_timeout_ms                ? cc->connect_timeout_ms
+                                                                 : cfg->connect_timeout_ms;
+    mg_upconn_timer(up, UT_CONNECT, cto);
 }
 
 void mg_pool_release(mg_upconn_t *up, bool reuse, uint32_t max_idle, uint64_t idle_ms)

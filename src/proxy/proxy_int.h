@@ -10,12 +10,14 @@
 #include <uv.h>
 
 #include "core/json.h"
+#include "filter/filter.h"
 #include "http/http1.h"
 #include "obs/accesslog.h"
 #include "proxy/proxy.h"
 
 #define MG_RBUF_SIZE 16384   /* per connection read buffer, grows for big heads */
 #define MG_PIPE_IOV 64       /* iovecs per forwarded batch */
+#define MG_ARENA_LIMIT (256 * 1024) /* per-request filter memory */
 
 typedef struct mg_worker mg_worker_t;
 typedef struct mg_session mg_session_t;
@@ -120,6 +122,10 @@ struct mg_session {
 
     mg_http_msg_t req;
     mg_http_msg_t resp;
+    mg_arena_t *arena;     /* per request: filter views; reset at each request */
+    mg_req_view_t view;    /* the request as routed and filtered */
+    mg_resp_view_t rview;  /* the response head after response filters */
+    uint64_t max_body;     /* effective body limit (global, RequestSize) */
     mg_rq_state_t rq;
     mg_rs_state_t rs;
     mg_stimer_t tstate;
@@ -160,6 +166,9 @@ void mg_session_process(mg_session_t *s);
 void mg_session_read(mg_session_t *s, bool on);
 void mg_session_timer(mg_session_t *s, mg_stimer_t t, uint64_t ms);
 void mg_session_local_reply(mg_session_t *s, int status, const char *msg, bool close);
+/* Same with extra headers (e.g. Location); msg NULL sends an empty body. */
+void mg_session_local_reply_h(mg_session_t *s, int status, const char *msg, bool close, const mg_hdr_list_t *extra);
+const char *mg_reason_phrase(int status);
 int mg_session_client_send(mg_session_t *s, uv_buf_t *bufs, unsigned n, size_t consume);
 void mg_session_finish(mg_session_t *s);
 

@@ -27,6 +27,7 @@ static void on_handle_closed(uv_handle_t *h)
         mg_server_conn_leave(w->srv);
     mg_worker_session_closed(w, s);
     free(s->rbuf);
+    mg_arena_free(s->arena);
     mg_buf_free(&s->hbuf);
     mg_buf_free(&s->ubuf);
     free(s);
@@ -258,9 +259,25 @@ int mg_session_client_send(mg_session_t *s, uv_buf_t *bufs, unsigned n, size_t c
     return 1;
 }
 
-static const char *reason_phrase(int status)
+const char *mg_reason_phrase(int status)
 {
     switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
     case 100: return "Continue";
     case 400: return "Bad Request";
     case 404: return "Not Found";
@@ -273,12 +290,17 @@ static const char *reason_phrase(int status)
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
     case 505: return "HTTP Version Not Supported";
-    default: return "Error";
+    default: return status < 400 ? "" : "Error";
     }
 }
 
 /* Answer the current request from meshgate itself with a small JSON body. */
 void mg_session_local_reply(mg_session_t *s, int status, const char *msg, bool close)
+{
+    mg_session_local_reply_h(s, status, msg, close, NULL);
+}
+
+void mg_session_local_reply_h(mg_session_t *s, int status, const char *msg, bool close, const mg_hdr_list_t *extra)
 {
     if (s->closing)
         return;
@@ -305,12 +327,28 @@ void mg_session_local_reply(mg_session_t *s, int status, const char *msg, bool c
     s->rs = RS_DONE;
     s->status = status;
     s->resp_started = true;
-    char body[160];
-    int blen = snprintf(body, sizeof body, "{\"error\":\"%s\",\"status\":%d}\n", msg, status);
     s->hbuf.len = 0;
-    mg_buf_addf(&s->hbuf,
-                "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s",
-                status, reason_phrase(status), blen, s->keepalive ? "" : "Connection: close\r\n", body);
+    mg_buf_addf(&s->hbuf, "HTTP/1.1 %d %s\r\n", status, mg_reason_phrase(status));
+    for (uint32_t i = 0; extra && i < extra->n; i++) {
+        mg_buf_add(&s->hbuf, extra->v[i].name.p, extra->v[i].name.n);
+        mg_buf_add(&s->hbuf, ": ", 2);
+        mg_buf_add(&s->hbuf, extra->v[i].value.p, extra->v[i].value.n);
+        mg_buf_add(&s->hbuf, "\r\n", 2);
+    }
+    if (!s->keepalive)
+        mg_buf_add(&s->hbuf, "Connection: close\r\n", 19);
+    if (msg) {
+        mg_buf_t body;
+        mg_buf_init(&body);
+        mg_buf_add(&body, "{\"error\":", 9);
+        mg_buf_json_str(&body, mg_slice_cstr(msg));
+        mg_buf_addf(&body, ",\"status\":%d}\n", status);
+        mg_buf_addf(&s->hbuf, "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n", body.len);
+        mg_buf_add(&s->hbuf, body.p, body.len);
+        mg_buf_free(&body);
+    } else {
+        mg_buf_add(&s->hbuf, "Content-Length: 0\r\n\r\n", 21);
+    }
     uv_buf_t b = uv_buf_init(s->hbuf.p, (unsigned)s->hbuf.len);
     if (mg_session_client_send(s, &b, 1, 0) < 0) {
         mg_session_close(s);
