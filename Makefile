@@ -40,7 +40,8 @@ fuzz: deps
 	@bash scripts/fuzz.sh build-fuzz $(FUZZ_SECONDS)
 
 bench: deps build
-	@bash bench/run.sh
+	@BENCH=proxies bash bench/run.sh
+	@BENCH=routes ROUNDS=3 bash bench/run.sh
 
 clean:
 	rm -rf build build-san build-fuzz

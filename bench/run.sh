@@ -7,7 +7,7 @@
 # worker, access logs off). Rounds are interleaved (direct, meshgate, nginx,
 # haproxy, direct, ...) so slow drift of the machine hits every target alike.
 # Prints a table of medians over rounds and the acceptance checks, and writes
-# raw per-round numbers plus the table to bench/results/latest.txt.
+# raw per-round numbers plus the table to bench/results/$BENCH.txt.
 #
 # Usage (from the project root, after `make build`):
 #   bash bench/run.sh
@@ -22,7 +22,7 @@
 #   BASE_PORT=18400      ports BASE..BASE+5 are used (127.0.0.1 only)
 #   PIN=1 CPU_PROXY=0 CPU_WRK=1 CPU_UPSTREAM=1   CPU pinning (PIN=0: none)
 #   TARGETS="direct meshgate nginx haproxy"      subset/order of targets
-#   RESULTS=bench/results/latest.txt
+#   RESULTS=bench/results/$BENCH.txt
 #   BENCH=proxies        which benchmark (see "Benchmarks" at the bottom)
 #
 # Time: (ROUNDS * #targets * DURATION) + #targets*WARMUP + ~5 s startup;
@@ -80,7 +80,7 @@ CPU_PROXY=${CPU_PROXY:-0}
 CPU_WRK=${CPU_WRK:-1}
 CPU_UPSTREAM=${CPU_UPSTREAM:-1}
 BENCH=${BENCH:-proxies}
-RESULTS=${RESULTS:-$BENCH_DIR/results/latest.txt}
+RESULTS=${RESULTS:-$BENCH_DIR/results/$BENCH.txt}
 NGINX=${NGINX:-nginx}
 HAPROXY=${HAPROXY:-haproxy}
 WRK=${WRK:-wrk}
@@ -652,7 +652,49 @@ bench_proxies() {
     fi
 }
 
+# gen_routes N PORT UPSTREAM_PORT: a meshgate config with N routes; the
+# route under test comes last, after N-1 routes with distinct literal
+# prefixes, so a linear scan would try every other route first.
+gen_routes() {
+    local n=$1 port=$2 up=$3
+    printf 'listen: 127.0.0.1:%s\nadmin: off\nworkers: 1\naccess_log: off\nroutes:\n' "$port"
+    awk -v n="$n" 'BEGIN { for (i = 1; i < n; i++) printf "  - {id: r%d, path: /svc%d/items/**, to: user-service}\n", i, i }'
+    printf '  - {id: users, path: /api/users/**, to: user-service}\n'
+    printf 'clusters:\n  user-service: {endpoints: [127.0.0.1:%s]}\n' "$up"
+}
+
+# BENCH=routes: the same route behind 10 and behind 10,000 routes.
+bench_routes() {
+    need_port "$UPSTREAM_PORT" upstream
+    check_quiet
+    start_upstream
+    gen_routes 10 "$((BASE_PORT + 1))" "$UPSTREAM_PORT" > "$TMP/routes-10.yaml"
+    gen_routes 10000 "$((BASE_PORT + 3))" "$UPSTREAM_PORT" > "$TMP/routes-10k.yaml"
+    start_meshgate routes-10 "$TMP/routes-10.yaml" "$((BASE_PORT + 1))"
+    start_meshgate routes-10k "$TMP/routes-10k.yaml" "$((BASE_PORT + 3))"
+    log "targets: ${T_ORDER[*]}; $ROUNDS rounds x ${DURATION}s each"
+    run_rounds "${T_ORDER[@]}"
+    local rep="$TMP/report.txt" r
+    {
+        header
+        echo
+        table "${T_ORDER[@]}"
+        r=$(ratio "${M_RPC[routes-10k]}" "${M_RPC[routes-10]}")
+        echo
+        echo "targets:"
+        printf '  req/CPU-s 10,000 routes ÷ 10 routes = %5s  (target >= 0.90)  %s\n' "$r" "$(pass "$r" '>=' 0.90)"
+    } > "$rep"
+    echo
+    cat "$rep"
+    write_results "$rep"
+    if awk -F'\t' '$10 != "OK" { bad = 1 } END { exit !bad }' "$RAW"; then
+        log "some runs had errors (ERR); exit status 3"
+        exit 3
+    fi
+}
+
 case $BENCH in
 proxies) bench_proxies ;;
-*) die "unknown BENCH=$BENCH (available: proxies)" ;;
+routes) bench_routes ;;
+*) die "unknown BENCH=$BENCH (available: proxies, routes)" ;;
 esac
