@@ -4,7 +4,7 @@
 set -euo pipefail
 PKGS=(build-essential cmake pkg-config libuv1-dev libyaml-dev libcmocka-dev
       clang libclang-rt-14-dev python3 python3-pytest curl wrk nginx-light haproxy
-      valgrind libhiredis-dev redis-server)
+      valgrind libhiredis-dev redis-server libjansson-dev libsqlite3-dev)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -35,6 +35,15 @@ int mg_scg_server(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v,
 int mg_scg_management(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v, void *obj);
 int mg_scg_spring(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v, void *obj);
 
+/* ratelimit_cfg.c: a native route's rate_limit: block (appended to its
+ * filters as a RequestRateLimiter), the one-limiter-per-route check, the
+ * native redis: key and Spring's spring.data.redis / spring.redis. */
+int mg_cfg_route_rate_limit(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v, void *obj);
+int mg_cfg_route_check_limiters(mg_cfg_ctx_t *ctx, const mg_ynode_t *item, const mg_route_cfg_t *r);
+int mg_cfg_redis(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v, void *obj);
+int mg_scg_data_redis(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v, void *obj);
+int mg_scg_redis(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v, void *obj);
+
 /* scg.c: if root is a Kubernetes ConfigMap, parse the YAML files of its
  * data (positions into the outer file, whose raw text is data[0..len)) and
  * return their merge in *out; otherwise *out = root. */

@@ -20,6 +20,7 @@
 
 #include "config/cfg_int.h"
 #include "config/cfg_walk.h"
+#include "config/resilience_cfg.h"
 #include "config/yaml_tree.h"
 #include "core/err.h"
 #include "http/http1.h"
@@ -315,6 +316,12 @@ static const mg_cfg_key_t cluster_keys[] = {
       .max = 100000 },
     { .name = "idle_timeout", .type = MG_CFG_DURATION, .offset = offsetof(mg_cluster_cfg_t, idle_timeout_ms),
       .min = 1, .max = DAY_MS },
+    /* resilience (resilience_cfg.c) */
+    { .name = "connection_pool", .type = MG_CFG_CUSTOM, .handler = mg_rcfg_cluster_pool },
+    { .name = "outlier_detection", .type = MG_CFG_CUSTOM, .handler = mg_rcfg_cluster_outlier },
+    { .name = "circuit_breaker", .type = MG_CFG_CUSTOM, .handler = mg_rcfg_cluster_breaker },
+    { .name = "retry_budget", .type = MG_CFG_CUSTOM, .handler = mg_rcfg_cluster_retry_budget },
+    { .name = "health_check", .type = MG_CFG_CUSTOM, .handler = mg_rcfg_cluster_health },
 };
 static const mg_cfg_table_t cluster_table = MG_CFG_TABLE_OF("in cluster", cluster_keys);
 
@@ -337,6 +344,7 @@ mg_cluster_cfg_t *mg_cfg_add_cluster(mg_config_t *cfg, const char *name, const m
     c->max_idle = 64;
     c->idle_timeout_ms = 30000;
     c->pos = pos_of(at);
+    mg_rcfg_cluster_defaults(c);
     return c;
 }
 
@@ -524,6 +532,12 @@ static const mg_cfg_key_t route_keys[] = {
     { .name = "path", .type = MG_CFG_CUSTOM, .handler = h_route_path },
     { .name = "to", .type = MG_CFG_CUSTOM, .handler = h_route_to },
     ROUTE_COMMON,
+    /* resilience_cfg.c; respond: is a destination, after to/uri */
+    { .name = "circuit_breaker", .type = MG_CFG_CUSTOM, .handler = mg_rcfg_route_breaker },
+    { .name = "retry", .type = MG_CFG_CUSTOM, .handler = mg_rcfg_route_retry },
+    { .name = "respond", .type = MG_CFG_CUSTOM, .handler = mg_rcfg_route_respond },
+    /* after filters: appended to them as a RequestRateLimiter */
+    { .name = "rate_limit", .type = MG_CFG_CUSTOM, .handler = mg_cfg_route_rate_limit },
 };
 static const mg_cfg_table_t route_table = MG_CFG_TABLE_OF("in route", route_keys);
 
@@ -541,6 +555,7 @@ static void route_free(mg_route_cfg_t *r)
     free(r->uri);
     mg_plugin_list_free(&r->predicates);
     mg_plugin_list_free(&r->filters);
+    mg_rcfg_route_free(r);
 }
 
 /* Walk one route item with table t and append it to cfg->routes. */
@@ -554,8 +569,8 @@ int mg_cfg_route_walk(mg_cfg_ctx_t *ctx, const mg_cfg_table_t *t, const mg_ynode
     memset(r, 0, sizeof *r);
     r->pos = pos_of(item);
     int rc = mg_cfg_walk(ctx, t, item, r);
-    if (rc) return rc;
-    if (!r->cluster)
+    if (rc || (rc = mg_cfg_route_check_limiters(ctx, item, r))) return rc;
+    if (!r->cluster && !r->respond)
         return mg_cfg_error(ctx, item, "route needs a destination: %s",
                             t == &route_table ? "'to: CLUSTER' or 'uri: lb://SERVICE' / 'uri: http://host:port'"
                                               : "'uri: lb://SERVICE' or 'uri: http://host:port'");
@@ -601,6 +616,8 @@ static const mg_cfg_key_t limits_keys[] = {
     { .name = "max_body", .type = MG_CFG_SIZE64, .offset = offsetof(mg_config_t, max_body_bytes), .min = 0 },
     { .name = "max_connections", .type = MG_CFG_U32, .offset = offsetof(mg_config_t, max_connections),
       .min = 1, .max = 10000000 },
+    { .name = "rate_limit_keys", .type = MG_CFG_U32, .offset = offsetof(mg_config_t, rate_limit_max_keys),
+      .min = 64, .max = 1u << 28 },
 };
 static const mg_cfg_table_t limits_table = MG_CFG_TABLE_OF("in limits", limits_keys);
 
@@ -623,6 +640,7 @@ static const mg_cfg_key_t top_keys[] = {
     { .name = "limits", .type = MG_CFG_TABLE, .sub = &limits_table },
     { .name = "timeouts", .type = MG_CFG_TABLE, .sub = &timeouts_table },
     { .name = "access_log", .type = MG_CFG_CUSTOM, .handler = h_access_log },
+    { .name = "redis", .type = MG_CFG_CUSTOM, .handler = mg_cfg_redis }, /* before spring.data.redis */
     { .name = "clusters", .type = MG_CFG_CUSTOM, .handler = h_clusters },
     /* Spring Cloud Gateway dialect (scg.c): after clusters, before native routes */
     { .name = "server", .type = MG_CFG_CUSTOM, .handler = mg_scg_server },
@@ -630,6 +648,8 @@ static const mg_cfg_key_t top_keys[] = {
     { .name = "spring", .type = MG_CFG_CUSTOM, .handler = mg_scg_spring },
     { .name = "default_filters", .type = MG_CFG_CUSTOM, .handler = h_default_filters },
     { .name = "routes", .type = MG_CFG_CUSTOM, .handler = h_routes },
+    /* read with the routes' CircuitBreaker filters by mg_rcfg_finish */
+    { .name = "resilience4j", .type = MG_CFG_CUSTOM, .handler = mg_rcfg_resilience4j },
 };
 static const mg_cfg_table_t top_table = MG_CFG_TABLE_OF("at top level", top_keys);
 
@@ -655,6 +675,9 @@ static int set_defaults(mg_config_t *cfg)
     cfg->response_timeout_ms = 30000;
     cfg->drain_timeout_ms = 30000;
     if (!(cfg->access_log = strdup("stderr"))) return -1;
+    cfg->redis.port = 6379;
+    cfg->redis.timeout_ms = 50;
+    cfg->rate_limit_max_keys = 1000000;
     return 0;
 }
 
@@ -670,10 +693,12 @@ void mg_config_free(mg_config_t *cfg)
     mg_plugin_list_free(&cfg->default_filters);
     for (size_t i = 0; i < cfg->nclusters; i++) {
         free(cfg->clusters[i].name);
+        mg_rcfg_cluster_free(&cfg->clusters[i]);
         free_addrs(cfg->clusters[i].endpoints, cfg->clusters[i].nendpoints);
     }
     free(cfg->clusters);
     free(cfg->access_log);
+    free(cfg->redis.host);
     free(cfg);
 }
 
@@ -737,6 +762,7 @@ int mg_config_load_buffers(const mg_config_buffer_t *bufs, size_t nbufs, mg_conf
     ctx.user = &st;
     static const mg_ynode_t empty = { .kind = MG_YNODE_SCALAR, .str = "", .file = "<empty>", .line = 1, .col = 1 };
     if ((rc = mg_cfg_walk(&ctx, &top_table, merged ? merged : &empty, cfg)) != 0) goto done;
+    if ((rc = mg_rcfg_finish(&ctx)) != 0) goto done;
     rc = 0;
     *out = cfg;
     cfg = NULL;

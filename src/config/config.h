@@ -16,6 +16,11 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "resilience/breaker.h"
+#include "resilience/bulkhead.h"
+#include "resilience/outlier.h"
+#include "resilience/retry.h"
+
 typedef struct {
     const char *file; /* points into mg_config_t.files[] */
     int line, col;    /* 1-based */
@@ -50,6 +55,23 @@ typedef struct {
     uint32_t idle_timeout_ms;     /* pooled conn idle timeout (30000) */
     mg_src_pos_t pos;
     bool synthesized;             /* made for a route's "uri: http://host:port" */
+
+    /* resilience (cluster level) */
+    mg_bulkhead_cfg_t bulkhead;   /* connection_pool limits; default: all off */
+    bool has_outlier;
+    mg_outlier_cfg_t outlier;     /* outlier_detection: */
+    bool has_breaker;             /* native circuit_breaker: on the cluster */
+    mg_breaker_cfg_t breaker;
+    mg_retry_budget_cfg_t retry_budget; /* default 20 %, min 3 */
+    bool has_health;
+    struct {
+        char *path;                  /* GET path, e.g. /health */
+        uint32_t interval_ms;        /* 10000 */
+        uint32_t timeout_ms;         /* 1000 */
+        uint32_t healthy_threshold;  /* 1 */
+        uint32_t unhealthy_threshold;/* 3 */
+        uint64_t expected[10];       /* bit set of expected statuses 100..739 (default 200..399) */
+    } health;
 } mg_cluster_cfg_t;
 
 /* One predicate or filter as configured, after name resolution and the
@@ -90,6 +112,23 @@ typedef struct {
     mg_plugin_list_t predicates;  /* all must hold (the "path:" shorthand is not in here) */
     mg_plugin_list_t filters;     /* in order, after default_filters */
     char *uri;                    /* the destination as written ("lb://svc", "http://h:p"), or NULL for "to:" */
+
+    /* resilience (route level): the Spring CircuitBreaker filter with
+     * resilience4j.* config, or a native circuit_breaker: block */
+    bool has_breaker;
+    char *breaker_name;        /* Spring args.name, or "route:<id>" for native */
+    mg_breaker_cfg_t breaker;
+    char *fallback_path;       /* fallbackUri forward:/path -> "/path"; NULL = none */
+    bool resume_without_error; /* Spring resumeWithoutError */
+    uint32_t time_limit_ms;    /* resilience4j.timelimiter timeoutDuration; 0 = none */
+    bool has_retry;            /* Spring Retry filter or native retry: */
+    mg_retry_policy_t retry;
+    /* a native route answered by meshgate itself: respond: {status, headers, body} */
+    bool respond;
+    int respond_status;
+    char **respond_headers;    /* "Name: value" strings */
+    size_t nrespond_headers;
+    char *respond_body;
 } mg_route_cfg_t;
 
 typedef struct {
@@ -125,6 +164,18 @@ typedef struct {
 
     /* access log: */
     char *access_log; /* NULL/"off" = off, "stderr" (default), or a file path */
+
+    /* Redis for shared state (rate limits now; the registry later).
+     * Set by native `redis: {url: redis://host:port, timeout: 50ms}` or by
+     * Spring's spring.data.redis.host/port (and the older spring.redis.*). */
+    struct {
+        bool enabled;
+        char *host; /* as written; resolved to a numeric address at snapshot build */
+        uint16_t port;
+        uint32_t timeout_ms; /* per rate-limit decision (50) */
+        mg_src_pos_t pos;
+    } redis;
+    uint32_t rate_limit_max_keys; /* limits.rate_limit_keys: local table bound (1M) */
 } mg_config_t;
 
 /* Load and validate files[0..nfiles) (later ones win). On success returns 0

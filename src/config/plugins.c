@@ -142,6 +142,9 @@ static int parse_shortcut(mg_cfg_ctx_t *ctx, mg_plugin_kind_t kind, const mg_yno
     if ((rc = resolve(ctx, kind, item, s, nl, &spec))) return rc;
     *specp = spec;
     if (!eq) return 0;
+    if (spec->shortcut == MG_SHORTCUT_NONE)
+        return mg_cfg_error(ctx, item, "%s has no shortcut form (Spring refuses '%s=...' too); write it as "
+                                       "{name: %s, args: {...}}", spec->name, spec->name, spec->name);
     /* values: comma-separated, trimmed, empty ones dropped (Spring's tokenizeToStringArray) */
     size_t vals[64][2], nv = 0;
     const char *p = eq + 1;
@@ -162,6 +165,8 @@ static int parse_shortcut(mg_cfg_ctx_t *ctx, mg_plugin_kind_t kind, const mg_yno
     size_t nf = nfields(spec), first_list = 0, nlist = nv;
     char fl[256];
     switch (spec->shortcut) {
+    case MG_SHORTCUT_NONE:
+        return 0;
     case MG_SHORTCUT_FIELDS:
         if (nv > nf) {
             field_list(spec, fl, sizeof fl);
@@ -234,6 +239,27 @@ static int scalar_values(mg_cfg_ctx_t *ctx, const mg_plugin_spec_t *spec, int fi
     return 0;
 }
 
+/* A map argument with dotted fields (Retry's backoff: {firstBackoff: 10ms})
+ * -> the fields "backoff.firstBackoff", ... (Spring binds both forms). */
+static int nested_args(mg_cfg_ctx_t *ctx, mg_plugin_kind_t kind, const mg_plugin_spec_t *spec,
+                       const mg_ynode_t *k, const mg_ynode_t *v, slot_t *sl)
+{
+    for (size_t i = 0; i < v->npairs; i++) {
+        const mg_ynode_t *sk = v->pairs[i].key;
+        char full[160];
+        int n = snprintf(full, sizeof full, "%s.%s", k->str, sk->str);
+        int fi = n > 0 && (size_t)n < sizeof full ? field_index(spec, full, (size_t)n) : -1;
+        if (fi < 0)
+            return mg_cfg_error(ctx, sk, "unknown argument '%.60s.%.60s' for %s '%s'", k->str, sk->str,
+                                kind_name(kind), spec->name);
+        if (sl[fi].set && !(spec->args[fi].flags & MG_ARG_LIST))
+            return mg_cfg_error(ctx, sk, "%s: argument '%s' given twice", spec->name, spec->args[fi].name);
+        int rc = scalar_values(ctx, spec, fi, sk, v->pairs[i].value, &sl[fi]);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
 static int parse_expanded(mg_cfg_ctx_t *ctx, mg_plugin_kind_t kind, const mg_ynode_t *item,
                           const mg_plugin_spec_t **specp, slot_t *sl)
 {
@@ -256,7 +282,11 @@ static int parse_expanded(mg_cfg_ctx_t *ctx, mg_plugin_kind_t kind, const mg_yno
     for (size_t i = 0; i < args->npairs; i++) {
         const mg_ynode_t *k = args->pairs[i].key, *v = args->pairs[i].value;
         int fi = field_index(spec, k->str, k->len);
-        if (fi < 0 && !strncmp(k->str, "_genkey_", 8)) { /* Spring's generated positional keys */
+        if (fi < 0 && v->kind == MG_YNODE_MAP) { /* backoff: {firstBackoff: ...} */
+            if ((rc = nested_args(ctx, kind, spec, k, v, sl))) return rc;
+            continue;
+        }
+        if (fi < 0 && spec->shortcut != MG_SHORTCUT_NONE && !strncmp(k->str, "_genkey_", 8)) { /* Spring's generated positional keys */
             char *end;
             long x = strtol(k->str + 8, &end, 10);
             if (*end == '\0' && x >= 0 && (size_t)x < nfields(spec)) fi = spec->shortcut == MG_SHORTCUT_FIELDS ? (int)x : 0;

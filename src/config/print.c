@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "config/cfg_int.h"
+#include "config/resilience_cfg.h"
 
 static void q(FILE *f, const char *s)
 {
@@ -36,6 +37,7 @@ static void plugins(FILE *f, const mg_plugin_list_t *l, const char *ind)
 {
     for (size_t i = 0; i < l->n; i++) {
         const mg_plugin_cfg_t *pc = &l->v[i];
+        if (mg_rcfg_print_skip(pc)) continue; /* written as the route's circuit_breaker: */
         fprintf(f, "%s- name: ", ind);
         q(f, pc->name);
         fputc('\n', f);
@@ -82,11 +84,17 @@ int mg_config_print(const mg_config_t *cfg, FILE *f)
     }
     fprintf(f, "workers: %u\n", cfg->workers);
     fprintf(f, "limits:\n  max_request_line: %u\n  max_header_bytes: %u\n  max_headers: %u\n  max_body: %" PRIu64
-               "\n  max_connections: %u\n",
-            cfg->max_request_line, cfg->max_header_bytes, cfg->max_headers, cfg->max_body_bytes, cfg->max_connections);
+               "\n  max_connections: %u\n  rate_limit_keys: %u\n",
+            cfg->max_request_line, cfg->max_header_bytes, cfg->max_headers, cfg->max_body_bytes, cfg->max_connections,
+            cfg->rate_limit_max_keys);
     fprintf(f, "timeouts:\n  header: %u\n  idle: %u\n  body: %u\n  connect: %u\n  response: %u\n  drain: %u\n",
             cfg->header_timeout_ms, cfg->idle_timeout_ms, cfg->body_timeout_ms, cfg->connect_timeout_ms,
             cfg->response_timeout_ms, cfg->drain_timeout_ms);
+    if (cfg->redis.enabled) {
+        fputs("redis:\n  host: ", f);
+        q(f, cfg->redis.host);
+        fprintf(f, "\n  port: %u\n  timeout: %u\n", cfg->redis.port, cfg->redis.timeout_ms);
+    }
     fputs("access_log: ", f);
     if (cfg->access_log) q(f, cfg->access_log);
     else fputs("off", f);
@@ -123,6 +131,7 @@ int mg_config_print(const mg_config_t *cfg, FILE *f)
         }
         fprintf(f, "    lb: %s\n    connect_timeout: %u\n    response_timeout: %u\n    max_idle: %u\n    idle_timeout: %u\n",
                 lbs[c->lb], c->connect_timeout_ms, c->response_timeout_ms, c->max_idle, c->idle_timeout_ms);
+        mg_rcfg_print_cluster(f, c);
     }
     if (cfg->default_filters.n) {
         fputs("default_filters:\n", f);
@@ -143,11 +152,11 @@ int mg_config_print(const mg_config_t *cfg, FILE *f)
         if (r->uri) {
             fputs("    uri: ", f);
             q(f, r->uri);
-        } else {
+        } else if (r->cluster) { /* else respond: (mg_rcfg_print_route) */
             fputs("    to: ", f);
             q(f, r->cluster);
         }
-        fputc('\n', f);
+        if (r->uri || r->cluster) fputc('\n', f);
         if (r->predicates.n) {
             fputs("    predicates:\n", f);
             plugins(f, &r->predicates, "      ");
@@ -161,6 +170,7 @@ int mg_config_print(const mg_config_t *cfg, FILE *f)
             if (r->response_timeout_ms) fprintf(f, "      response-timeout: %u\n", r->response_timeout_ms);
             if (r->connect_timeout_ms) fprintf(f, "      connect-timeout: %u\n", r->connect_timeout_ms);
         }
+        mg_rcfg_print_route(f, cfg, r);
     }
     fflush(f);
     return ferror(f) ? -EIO : 0;

@@ -9,6 +9,8 @@
  *   spring.cloud.gateway[.server.webflux].default-filters
  *   spring.cloud.discovery.client.simple.instances.<svc>[i].uri (+metadata)
  *                                                 -> cluster <svc>, for uri: lb://<svc>
+ *   spring.data.redis.{host,port,url,timeout}, spring.redis.* (older Boot)
+ *                                                 -> redis (rate limiters use it)
  *
  * A Kubernetes ConfigMap is unwrapped first: each YAML file in its data is
  * parsed with line/column offsets so errors point into the outer file.
@@ -298,8 +300,14 @@ static int h_app_name(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t
 static const mg_cfg_key_t app_keys[] = { { .name = "name", .type = MG_CFG_CUSTOM, .handler = h_app_name } };
 static const mg_cfg_table_t app_table = MG_CFG_TABLE_OF("in spring.application", app_keys);
 
+/* spring.data.redis (Boot 3) / spring.redis (Boot 2): ratelimit_cfg.c */
+static const mg_cfg_key_t data_keys[] = { { .name = "redis", .type = MG_CFG_CUSTOM, .handler = mg_scg_data_redis } };
+static const mg_cfg_table_t data_table = MG_CFG_TABLE_OF("in spring.data", data_keys);
+
 static const mg_cfg_key_t spring_keys[] = {
     { .name = "application", .type = MG_CFG_TABLE, .sub = &app_table },
+    { .name = "data", .type = MG_CFG_TABLE, .sub = &data_table },
+    { .name = "redis", .type = MG_CFG_CUSTOM, .handler = mg_scg_redis },
     { .name = "cloud", .type = MG_CFG_TABLE, .sub = &cloud_table },
 };
 static const mg_cfg_table_t spring_table = MG_CFG_TABLE_OF("in spring", spring_keys);

@@ -19,8 +19,11 @@ extern const mg_plugin_spec_t mg_f_redirect_to, mg_f_rewrite_location_response_h
 extern const mg_plugin_spec_t mg_f_secure_headers;
 /* size.c */
 extern const mg_plugin_spec_t mg_f_request_size, mg_f_request_header_size;
+/* rate_limit.c */
+extern const mg_plugin_spec_t mg_f_request_rate_limiter, mg_f_rate_limiter;
+/* resilience_filters.c */
+extern const mg_plugin_spec_t mg_f_circuit_breaker, mg_f_retry;
 /* unsupported.c */
-extern const mg_plugin_spec_t mg_f_circuit_breaker, mg_f_request_rate_limiter, mg_f_rate_limiter, mg_f_retry;
 extern const mg_plugin_spec_t mg_f_unsupported[10];
 extern const mg_plugin_spec_t mg_pred_unsupported_readbody, mg_pred_unsupported_cfroute;
 

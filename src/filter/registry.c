@@ -29,9 +29,9 @@ static const mg_plugin_spec_t *const filters[] = {
     &mg_f_remove_response_header, &mg_f_request_header_size, &mg_f_request_size, &mg_f_rewrite_path,
     &mg_f_rewrite_location_response_header, &mg_f_rewrite_response_header, &mg_f_secure_headers, &mg_f_set_path,
     &mg_f_set_request_header, &mg_f_set_request_host_header, &mg_f_set_response_header, &mg_f_set_status,
-    &mg_f_strip_prefix,
-    /* recognised, refused until their own issues land */
-    &mg_f_circuit_breaker, &mg_f_request_rate_limiter, &mg_f_rate_limiter, &mg_f_retry,
+    &mg_f_strip_prefix, &mg_f_request_rate_limiter,
+    &mg_f_rate_limiter, /* the seed's name for RequestRateLimiter (Spring's name) */
+    &mg_f_circuit_breaker, &mg_f_retry, /* resilience_filters.c: run by the proxy, not the chain */
     /* recognised Spring filters meshgate does not provide */
     &mg_f_unsupported[0], &mg_f_unsupported[1], &mg_f_unsupported[2], &mg_f_unsupported[3],
     &mg_f_unsupported[4], &mg_f_unsupported[5], &mg_f_unsupported[6], &mg_f_unsupported[7],

@@ -30,6 +30,7 @@ typedef enum {
     MG_SHORTCUT_FIELDS = 0,  /* values fill the fields in order */
     MG_SHORTCUT_GATHER,      /* all values go to the one (list) field */
     MG_SHORTCUT_GATHER_FLAG, /* as GATHER, but a last "true"/"false" fills the second field */
+    MG_SHORTCUT_NONE,        /* Spring has no shortcut form: "Name=..." is refused, bare "Name" allowed */
 } mg_shortcut_t;
 
 typedef struct {
@@ -37,7 +38,7 @@ typedef struct {
     unsigned flags;
 } mg_argspec_t;
 
-#define MG_MAX_ARGS 10
+#define MG_MAX_ARGS 14
 
 struct mg_pred_env; /* route/predicate.h */
 
@@ -107,6 +108,7 @@ typedef struct mg_route_compiled {
     mg_chain_t filters;
     const mg_chain_t *defaults; /* the table's default-filters (shared) */
     int path_pred;              /* index in preds of the Path predicate used by the trie, or -1 */
+    struct mg_rl_limiter *limiter; /* route/route.c: the route's rate limiter, or NULL */
     const void *hits;           /* route/route.c: the table's match counters */
     uint32_t index;             /* declaration index of the route */
 } mg_route_compiled_t;

@@ -1,7 +1,7 @@
 /* unsupported: Spring names meshgate recognises but refuses, so a config
  * using them fails at load with a clear message instead of a did-you-mean.
- * CircuitBreaker, RequestRateLimiter (and the seed's RateLimiter) and Retry
- * become real entries when the resilience issues land: replace the entry. */
+ * (RequestRateLimiter/RateLimiter: rate_limit.c; CircuitBreaker and Retry:
+ * resilience_filters.c.) */
 #include "filter/filters_int.h"
 
 #define SOON "is not supported yet (coming with the resilience work)"
@@ -9,10 +9,6 @@
 
 #define REFUSED(var, nm, why, kd) const mg_plugin_spec_t var = { .name = nm, .kind = kd, .unsupported = why }
 
-REFUSED(mg_f_circuit_breaker, "CircuitBreaker", SOON, MG_PLUGIN_FILTER);
-REFUSED(mg_f_request_rate_limiter, "RequestRateLimiter", SOON, MG_PLUGIN_FILTER);
-REFUSED(mg_f_rate_limiter, "RateLimiter", SOON, MG_PLUGIN_FILTER);
-REFUSED(mg_f_retry, "Retry", SOON, MG_PLUGIN_FILTER);
 REFUSED(mg_pred_unsupported_readbody, "ReadBody", NEVER, MG_PLUGIN_PREDICATE);
 REFUSED(mg_pred_unsupported_cfroute, "CloudFoundryRouteService", NEVER, MG_PLUGIN_PREDICATE);
 

@@ -84,7 +84,7 @@ void mg_rl_registry_free(void); /* at exit, for leak checkers */
  * backend's evictions of this route. */
 void mg_rl_stats_sum(const mg_rl_stats_t *s, mg_rl_local_t *t, mg_rl_counts_t *out);
 
-typedef struct {
+typedef struct mg_rl_limiter {
     mg_rl_cfg_t cfg;
     mg_slice_t route_id;
     mg_rl_stats_t *stats;   /* may be NULL (not counted) */

@@ -19,7 +19,9 @@
 
 #include "core/err.h"
 #include "core/json.h"
+#include "filter/rate_limit.h"
 #include "filter/registry.h"
+#include "ratelimit/limiter.h"
 #include "route/predicate.h"
 #include "route/trie.h"
 
@@ -65,6 +67,49 @@ static int by_order(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* Index of the one rate limiter in a compiled chain (-1: none); a second
+ * one is an error at its position. */
+static int find_limiter(const mg_chain_t *ch, const mg_plugin_list_t *l, int *out, char *err, size_t errlen)
+{
+    *out = -1;
+    for (size_t k = 0; k < ch->n; k++) {
+        if (!mg_plugin_is_rate_limiter(ch->v[k].spec)) continue;
+        if (*out >= 0) {
+            const mg_src_pos_t *p = &l->v[k].pos, *f = &l->v[*out].pos;
+            return errf(err, errlen, "%s:%d:%d: a second rate limiter (the first is at %s:%d:%d); a route takes one",
+                        p->file, p->line, p->col, f->file, f->line, f->col);
+        }
+        *out = (int)k;
+    }
+    return 0;
+}
+
+/* The route's limiter: its own RequestRateLimiter/RateLimiter filter (or
+ * native rate_limit: block), else one in default-filters (then each route
+ * still gets its own buckets, keyed by its id, as in Spring). */
+static int build_limiter(mg_route_table_t *t, const mg_config_t *cfg, size_t i, char *err, size_t errlen)
+{
+    const mg_route_cfg_t *rc = &cfg->routes[i];
+    mg_route_compiled_t *c = &t->comp[i];
+    int own, def, x;
+    if ((x = find_limiter(&c->filters, &rc->filters, &own, err, errlen))) return x;
+    if ((x = find_limiter(&t->defaults, &cfg->default_filters, &def, err, errlen))) return x;
+    if (own >= 0 && def >= 0) {
+        const mg_src_pos_t *p = &rc->filters.v[own].pos, *f = &cfg->default_filters.v[def].pos;
+        return errf(err, errlen, "%s:%d:%d: a second rate limiter (default-filters has one at %s:%d:%d); a route takes one",
+                    p->file, p->line, p->col, f->file, f->line, f->col);
+    }
+    if (own < 0 && def < 0) return 0;
+    const mg_plugin_inst_t *in = own >= 0 ? &c->filters.v[own] : &t->defaults.v[def];
+    const mg_src_pos_t *p = own >= 0 ? &rc->filters.v[own].pos : &cfg->default_filters.v[def].pos;
+    mg_slice_t id = mg_slice_cstr(rc->id);
+    char why[200];
+    if (!(c->limiter = calloc(1, sizeof *c->limiter))) return errf(err, errlen, "out of memory");
+    if (mg_rl_limiter_init(c->limiter, mg_rate_limit_cfg(in->state), id, mg_rl_registry_get(id), why, sizeof why) != 0)
+        return errf(err, errlen, "%s:%d:%d: %s", p->file, p->line, p->col, why);
+    return 0;
+}
+
 static int compile_route(mg_route_table_t *t, const mg_config_t *cfg, size_t i, char *err, size_t errlen)
 {
     const mg_route_cfg_t *rc = &cfg->routes[i];
@@ -102,6 +147,7 @@ static int compile_route(mg_route_table_t *t, const mg_config_t *cfg, size_t i, 
     r->path = c->path_pred >= 0 && mg_pred_path_count(c->preds.v[c->path_pred].state)
                   ? (mg_path_pattern_t *)mg_pred_path_at(c->preds.v[c->path_pred].state, 0)
                   : NULL;
+    if ((x = build_limiter(t, cfg, i, err, errlen))) return x;
     r->has_filters = c->filters.n > 0 || t->defaults.n > 0;
     r->has_response_filters = c->filters.any_response || t->defaults.any_response;
     return 0;
@@ -205,6 +251,7 @@ void mg_route_table_free(mg_route_table_t *t)
     for (size_t i = 0; i < t->n; i++) {
         mg_chain_free(&t->comp[i].preds);
         mg_chain_free(&t->comp[i].filters);
+        free(t->comp[i].limiter);
     }
     mg_chain_free(&t->defaults);
     for (size_t i = 0; i < t->ngroups; i++) free(t->groups[i].cum);
@@ -262,6 +309,12 @@ const mg_route_t *mg_route_match(const mg_route_table_t *t, const mg_match_ctx_t
     }
     env.vars->n = 0;
     return NULL;
+}
+
+const struct mg_rl_limiter *mg_route_rate_limiter(const mg_route_t *r)
+{
+    const mg_route_compiled_t *c = r ? r->compiled : NULL;
+    return c ? c->limiter : NULL;
 }
 
 size_t mg_route_count(const mg_route_table_t *t) { return t->n; }

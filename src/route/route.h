@@ -42,6 +42,11 @@ void mg_route_table_free(mg_route_table_t *t);
  * NULL) receives the URI variables of the Path and Host predicates. */
 const mg_route_t *mg_route_match(const mg_route_table_t *t, const mg_match_ctx_t *ctx, mg_path_vars_t *vars);
 
+/* The route's rate limiter (a RequestRateLimiter / RateLimiter filter, or a
+ * native `rate_limit:` block), or NULL. Built with the table, read-only. */
+struct mg_rl_limiter;
+const struct mg_rl_limiter *mg_route_rate_limiter(const mg_route_t *r);
+
 size_t mg_route_count(const mg_route_table_t *t);
 const mg_route_t *mg_route_at(const mg_route_table_t *t, size_t i); /* declaration order */
 size_t mg_route_index(const mg_route_table_t *t, const mg_route_t *r);

@@ -2,10 +2,12 @@
 
 The seed's ConfigMap (examples/seed-gateway.yaml) is loaded verbatim with a
 second file that adds simple-discovery instances and ports, as a user would
-keep the seed untouched. Until the resilience issue lands, the seed's
-CircuitBreaker must be refused with a clear message; a copy of the seed
-without the CircuitBreaker/RateLimiter entries must route /api/users/42 to a
-user-service instance as /42 with X-Service-Name: user-service.
+keep the seed untouched. The seed's CircuitBreaker forwards to
+/fallback/users, which must be a route (examples/seed-local.yaml adds a
+respond: route for it; without one the seed is refused with a clear
+message); a copy of the seed without the CircuitBreaker/RateLimiter entries
+must route /api/users/42 to a user-service instance as /42 with
+X-Service-Name: user-service.
 """
 import json
 import os
@@ -71,7 +73,7 @@ def upstreams():
         u.close()
 
 
-def test_seed_verbatim_refuses_circuit_breaker_clearly(tmp_path, upstreams):
+def test_seed_verbatim_needs_its_fallback_route(tmp_path, upstreams):
     local = tmp_path / "local.yaml"
     local.write_text(local_yaml(free_port(), free_port(), [upstreams("u1")], [upstreams("o1")]))
     rc, out, err = run_cli("check", "-c", SEED, "-c", str(local))
@@ -79,22 +81,23 @@ def test_seed_verbatim_refuses_circuit_breaker_clearly(tmp_path, upstreams):
     m = ERR_RX.search(err)
     assert m, err
     assert m["file"] == SEED
-    assert (m["line"], m["col"]) == ("22", "25")  # the CircuitBreaker name inside the ConfigMap's block
-    assert m["msg"] == "filter 'CircuitBreaker' is not supported yet (coming with the resilience work)"
-    # nothing else is wrong with the file: the message names only that filter
+    assert (m["line"], m["col"]) == ("15", "15")  # the user-service route inside the ConfigMap's block
+    assert m["msg"].startswith("route 'user-service': circuit breaker fallback forward:/fallback/users matches no "
+                               "other route")
+    # nothing else is wrong with the file: the message names only that
     assert err.count("\n") <= 1
 
 
 def test_seed_example_files_check(tmp_path):
     """examples/seed-local.yaml is the documented companion of the seed."""
     rc, out, err = run_cli("check", "-c", SEED, "-c", os.path.join(ROOT, "examples", "seed-local.yaml"))
-    assert rc == 1
-    assert "filter 'CircuitBreaker' is not supported yet" in err
+    assert rc == 0, err
+    assert "3 routes, 2 clusters" in out  # + the /fallback/users respond route
     stripped = tmp_path / "seed.yaml"
     stripped.write_text(strip_resilience(open(SEED).read()))
     rc, out, err = run_cli("check", "-c", str(stripped), "-c", os.path.join(ROOT, "examples", "seed-local.yaml"))
     assert rc == 0, err
-    assert "2 routes, 2 clusters" in out
+    assert "3 routes, 2 clusters" in out
 
 
 def test_bad_file_refused_with_line_and_column(tmp_path, upstreams):
@@ -111,12 +114,12 @@ def test_bad_file_refused_with_line_and_column(tmp_path, upstreams):
         assert f"{bad}:{line}:{col}: unknown filter 'StripPrefx' (did you mean StripPrefix?)" in err
 
 
-def test_run_refuses_seed_with_circuit_breaker(tmp_path, upstreams):
+def test_run_refuses_seed_without_fallback_route(tmp_path, upstreams):
     local = tmp_path / "local.yaml"
     local.write_text(local_yaml(free_port(), free_port(), [upstreams("u1")], [upstreams("o1")]))
     rc, out, err = run_cli("run", "-c", SEED, "-c", str(local), timeout=10)
     assert rc == 1
-    assert "filter 'CircuitBreaker' is not supported yet" in out + err
+    assert "fallback forward:/fallback/users matches no other route" in out + err
 
 
 @pytest.fixture

@@ -320,17 +320,18 @@ typedef struct {
 static const err_case_t err_cases[] = {
     { "unknown top-level key", "listen: 8080\nlisen: 8081\n",
       "x.yaml:2:1: unknown key 'lisen' at top level (expected one of: listen, admin, workers, limits, timeouts, "
-      "access_log, clusters, server, management, spring, default_filters, routes)" },
+      "access_log, redis, clusters, server, management, spring, default_filters, routes, resilience4j)" },
     { "unknown nested key",
       "clusters:\n  c: {endpoints: [1.1.1.1:80]}\nroutes:\n  - id: r\n    to: c\n    pathh: /x\n",
       "x.yaml:6:5: unknown key 'pathh' in route (expected one of: id, path, to, order, predicates, filters, uri, "
-      "metadata)" },
+      "metadata, circuit_breaker, retry, respond, rate_limit)" },
     { "unknown key in limits", "limits:\n  max_bodyy: 1\n",
       "x.yaml:2:3: unknown key 'max_bodyy' in limits (expected one of: max_request_line, max_header_bytes, "
-      "max_headers, max_body, max_connections)" },
+      "max_headers, max_body, max_connections, rate_limit_keys)" },
     { "unknown key in cluster", "clusters:\n  c:\n    endpoint: [1.1.1.1:80]\n",
       "x.yaml:3:5: unknown key 'endpoint' in cluster (expected one of: endpoints, lb, connect_timeout, "
-      "response_timeout, max_idle, idle_timeout)" },
+      "response_timeout, max_idle, idle_timeout, connection_pool, outlier_detection, circuit_breaker, retry_budget, "
+      "health_check)" },
     { "wrong type: map expected", "limits: [1, 2]\n", "x.yaml:1:9: limits: expected a map, got a sequence" },
     { "wrong type: seq expected", "routes: {id: x}\n", "x.yaml:1:9: routes: expected a sequence, got a map" },
     { "wrong type: quoted int", "limits: {max_headers: \"50\"}\n",
@@ -406,7 +407,7 @@ static const err_case_t err_cases[] = {
     { "bad merge key", "clusters:\n  a:\n    <<: 5\n", "x.yaml:3:9: '<<' expects a map or a list of maps" },
     { "unknown key via anchor", "x-defaults: &d {lb: random}\n",
       "x.yaml:1:1: unknown key 'x-defaults' at top level (expected one of: listen, admin, workers, limits, "
-      "timeouts, access_log, clusters, server, management, spring, default_filters, routes)" },
+      "timeouts, access_log, redis, clusters, server, management, spring, default_filters, routes, resilience4j)" },
     { "cluster name empty", "clusters:\n  '': {endpoints: [1.1.1.1:80]}\n",
       "x.yaml:2:3: cluster name must be a non-empty string" },
     { "empty access log", "access_log: ''\n", "x.yaml:1:13: access_log: expected stderr, off or a file path" },

@@ -35,7 +35,8 @@ static int load2(const char *a, const char *b, mg_config_t **cfg, char *err, siz
     return mg_config_load_buffers(bufs, b ? 2 : 1, cfg, err, errlen);
 }
 
-/* The seed minus the two filters meshgate refuses for now. */
+/* The seed minus CircuitBreaker (the breaker itself is tested by
+ * test_seed_with_breaker here and test_resilience_cfg.c). */
 static char *strip_resilience(const char *seed)
 {
     static char out[65536];
@@ -47,7 +48,6 @@ static char *strip_resilience(const char *seed)
         size_t l = nl ? (size_t)(nl - p + 1) : strlen(p);
         if (strstr(p, "- name: CircuitBreaker") == strchr(p, '-') && strstr(p, "- name: CircuitBreaker") && strstr(p, "- name: CircuitBreaker") < p + l)
             skip = 4;
-        if (strstr(p, "- name: RateLimiter") && strstr(p, "- name: RateLimiter") < p + l) skip = 4;
         if (skip) skip--;
         else {
             memcpy(out + o, p, l);
@@ -59,18 +59,21 @@ static char *strip_resilience(const char *seed)
     return out;
 }
 
-static void test_seed_refused_clearly(void **state)
+static void test_seed_with_breaker(void **state)
 {
     (void)state;
     const char *seed = slurp("examples/seed-gateway.yaml"), *local = slurp("examples/seed-local.yaml");
     assert_non_null(seed);
     assert_non_null(local);
     mg_config_t *cfg = NULL;
-    char err[512];
-    assert_int_equal(load2(seed, local, &cfg, err, sizeof err), MG_ECONFIG);
-    assert_null(cfg);
-    assert_string_equal(err, "seed-gateway.yaml:22:25: filter 'CircuitBreaker' is not supported yet (coming with the "
-                             "resilience work)");
+    char err[512] = "";
+    if (load2(seed, local, &cfg, err, sizeof err) != 0) fail_msg("%s", err);
+    const mg_route_cfg_t *r = &cfg->routes[0];
+    assert_true(r->has_breaker);
+    assert_string_equal(r->breaker_name, "user-service-cb");
+    assert_string_equal(r->fallback_path, "/fallback/users");
+    assert_true(cfg->routes[2].respond); /* seed-local.yaml's fallback target */
+    mg_config_free(cfg);
 }
 
 static void test_seed_loads(void **state)
@@ -83,7 +86,7 @@ static void test_seed_loads(void **state)
     assert_int_equal(cfg->nlisten, 1);
     assert_string_equal(cfg->listen[0].host, "0.0.0.0");
     assert_int_equal(cfg->listen[0].port, 8080);
-    assert_int_equal(cfg->nroutes, 2);
+    assert_int_equal(cfg->nroutes, 3); /* + seed-local.yaml's /fallback/users respond route */
     assert_int_equal(cfg->nclusters, 2);
     const mg_route_cfg_t *r = &cfg->routes[0];
     assert_string_equal(r->id, "user-service");
@@ -165,7 +168,7 @@ static void test_print_roundtrip(void **state)
     assert_int_equal(mg_config_print(cfg2, f), 0);
     fclose(f);
     assert_string_equal(out1, out2);
-    assert_int_equal(cfg2->nroutes, 3);
+    assert_int_equal(cfg2->nroutes, 4);
     assert_int_equal(cfg2->nclusters, cfg->nclusters);
     for (size_t i = 0; i < cfg->nclusters; i++) assert_string_equal(cfg->clusters[i].name, cfg2->clusters[i].name);
     for (size_t i = 0; i < cfg->nroutes; i++) {
@@ -205,12 +208,16 @@ static const struct {
       "x.yaml:7:21: AddRequestHeader: too many arguments (3 given; expected name, value)" },
     { "missing argument", "          filters: ['AddRequestHeader=a']\n",
       "x.yaml:7:21: filter 'AddRequestHeader': missing argument 'value' (arguments: name, value)" },
-    { "circuit breaker", "          filters:\n            - name: CircuitBreaker\n              args: {name: cb}\n",
-      "x.yaml:8:21: filter 'CircuitBreaker' is not supported yet (coming with the resilience work)" },
-    { "rate limiter", "          filters: [RequestRateLimiter]\n",
-      "x.yaml:7:21: filter 'RequestRateLimiter' is not supported yet (coming with the resilience work)" },
-    { "retry", "          filters: ['Retry=3']\n",
-      "x.yaml:7:21: filter 'Retry' is not supported yet (coming with the resilience work)" },
+    { "circuit breaker lb fallback", "          filters:\n            - name: CircuitBreaker\n              args: {name: cb, fallbackUri: 'lb://x'}\n",
+      "x.yaml:9:45: CircuitBreaker: fallbackUri: only forward:/path is supported (as in Spring Cloud Gateway), got "
+      "'lb://x'; to fall back to another service, add a route for the path and forward to it" },
+    { "rate limiter without args", "          filters: [RequestRateLimiter]\n",
+      "x.yaml:7:21: RequestRateLimiter: missing the replenish rate (redis-rate-limiter.replenishRate)" },
+    { "rate limiter shortcut", "          filters: ['RequestRateLimiter=10, 20']\n",
+      "x.yaml:7:21: RequestRateLimiter has no shortcut form (Spring refuses 'RequestRateLimiter=...' too); write it "
+      "as {name: RequestRateLimiter, args: {...}}" },
+    { "retry zero", "          filters: ['Retry=0']\n",
+      "x.yaml:7:28: Retry: retries: expected an integer 1..100 (Spring requires retries > 0), got '0'" },
     { "bad regex", "          filters: ['RewritePath=/a(?=b), /x']\n",
       "x.yaml:7:34: regexp: unsupported regex group '(?' (lookaround, flags)" },
     { "bad group in replacement", "          filters: ['RewritePath=/a/(?<x>.*), /$\\{y}']\n",
@@ -257,8 +264,8 @@ static const struct {
     const char *what, *yaml, *error;
 } errs2[] = {
     { "unknown service", "spring.cloud.gateway.routes: x\n", "x.yaml:1:1: unknown key 'spring.cloud.gateway.routes' at top level "
-      "(expected one of: listen, admin, workers, limits, timeouts, access_log, clusters, server, management, spring, "
-      "default_filters, routes)" },
+      "(expected one of: listen, admin, workers, limits, timeouts, access_log, redis, clusters, server, management, spring, "
+      "default_filters, routes, resilience4j)" },
     { "lb unknown", "spring: {cloud: {gateway: {routes: [{id: a, uri: 'lb://nope'}]}}}\n",
       "x.yaml:1:50: uri: unknown service 'nope'" },
     { "https", "spring: {cloud: {gateway: {routes: [{id: a, uri: 'https://x:1'}]}}}\n",
@@ -334,7 +341,7 @@ static void test_dialect_keys(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_seed_refused_clearly),
+        cmocka_unit_test(test_seed_with_breaker),
         cmocka_unit_test(test_seed_loads),
         cmocka_unit_test(test_print_roundtrip),
         cmocka_unit_test(test_errors),
