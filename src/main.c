@@ -18,6 +18,7 @@
 #include "core/log.h"
 #include "obs/accesslog.h"
 #include "proxy/proxy.h"
+#include "ratelimit/limiter.h"
 
 #define MAX_FILES 32
 
@@ -28,6 +29,7 @@ static struct {
     mg_server_t *srv;
     mg_admin_t *admin;
     uv_signal_t sighup, sigterm, sigint;
+    uv_timer_t tick; /* timed breaker transitions, outlier sweeps */
     bool stopping;
 } G;
 
@@ -58,9 +60,18 @@ static int load(mg_snapshot_t **out, char *err, size_t errlen)
     return mg_snapshot_build(cfg, out, err, errlen);
 }
 
+static void on_tick(uv_timer_t *t)
+{
+    (void)t;
+    mg_snapshot_t *snap = mg_server_current(G.srv);
+    mg_resil_tick(&snap->resil, snap, mg_now_ms());
+    mg_snapshot_unref(snap);
+}
+
 static void on_server_exit(void *arg)
 {
     (void)arg;
+    uv_close((uv_handle_t *)&G.tick, NULL);
     uv_close((uv_handle_t *)&G.sighup, NULL);
     uv_close((uv_handle_t *)&G.sigterm, NULL);
     uv_close((uv_handle_t *)&G.sigint, NULL);
@@ -164,6 +175,8 @@ static int cmd_run(void)
     /* Per-worker endpoint counters are sized once; `workers` is fixed for
      * the life of the process (a reload that changes it is warned about). */
     mg_ep_registry_init(first->workers);
+    mg_rl_registry_init(first->workers);
+    mg_resil_init(first->workers);
     signal(SIGPIPE, SIG_IGN);
     G.loop = uv_default_loop();
     rc = mg_alog_start(first->access_log && strcmp(first->access_log, "off") != 0 ? first->access_log : NULL);
@@ -192,6 +205,8 @@ static int cmd_run(void)
             mg_server_drain(G.srv, 0);
         }
     }
+    uv_timer_init(G.loop, &G.tick);
+    uv_timer_start(&G.tick, on_tick, 100, 100);
     uv_signal_init(G.loop, &G.sighup);
     uv_signal_init(G.loop, &G.sigterm);
     uv_signal_init(G.loop, &G.sigint);

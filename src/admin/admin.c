@@ -11,6 +11,7 @@
 #include "core/log.h"
 #include "http/http1.h"
 #include "obs/accesslog.h"
+#include "ratelimit/limiter.h"
 
 #define ADMIN_RBUF 16384
 
@@ -155,8 +156,23 @@ static void get_clusters(admin_conn_t *c, mg_snapshot_t *snap)
             mg_buf_json_str(&b, mg_slice_cstr(st->name));
             mg_buf_addf(&b,
                         ",\"pool\":{\"idle\":%" PRIu64 ",\"active\":%" PRIu64 "},\"requests\":%" PRIu64
-                        ",\"connections_opened\":%" PRIu64 ",\"failures\":%" PRIu64 "}",
+                        ",\"connections_opened\":%" PRIu64 ",\"failures\":%" PRIu64,
                         idle, active, reqs, conns, fails);
+            const mg_outlier_t *od = i < snap->resil.nclusters ? snap->resil.clusters[i].outlier : NULL;
+            if (od && j < mg_outlier_neps(od)) {
+                mg_outlier_ep_info_t oi;
+                mg_outlier_ep_info(od, j, &oi);
+                uint64_t now = mg_now_ms();
+                mg_buf_addf(&b,
+                            ",\"healthy\":%s,\"ejected\":%s,\"ejected_for_ms\":%llu,\"times_ejected\":%llu,"
+                            "\"consecutive_5xx\":%u,\"consecutive_gateway_errors\":%u",
+                            oi.ejected ? "false" : "true", oi.ejected ? "true" : "false",
+                            (unsigned long long)(oi.ejected && oi.ejected_until_ms > now ? oi.ejected_until_ms - now : 0),
+                            (unsigned long long)oi.times_ejected, oi.consecutive_5xx, oi.consecutive_gateway_errors);
+            } else {
+                mg_buf_lit(&b, ",\"healthy\":true,\"ejected\":false");
+            }
+            mg_buf_add(&b, "}", 1);
         }
         mg_buf_add(&b, "]}", 2);
     }
@@ -165,20 +181,242 @@ static void get_clusters(admin_conn_t *c, mg_snapshot_t *snap)
     mg_buf_free(&b);
 }
 
+/* ---- resilience and rate-limit views ---- */
+
+static void breaker_json(mg_buf_t *b, mg_breaker_t *br, uint64_t now)
+{
+    mg_breaker_snap_t sn;
+    mg_breaker_snapshot(br, now, &sn);
+    mg_buf_add(b, "{\"name\":", 8);
+    mg_buf_json_str(b, mg_slice_cstr(mg_breaker_name(br)));
+    mg_buf_addf(b,
+                ",\"state\":\"%s\",\"failure_rate\":%.2f,\"slow_call_rate\":%.2f,\"calls\":%u,"
+                "\"failed_calls\":%u,\"slow_calls\":%u,\"consecutive_failures\":%u,"
+                "\"half_open_permits_left\":%u,\"ms_until_half_open\":%llu,"
+                "\"successes\":%llu,\"failures\":%llu,\"ignored\":%llu,\"not_permitted\":%llu,"
+                "\"transitions\":{\"open\":%llu,\"half_open\":%llu,\"closed\":%llu},\"resets\":%llu}",
+                mg_cb_state_name(sn.state), (double)sn.failure_rate, (double)sn.slow_rate, sn.calls, sn.failed_calls,
+                sn.slow_calls, sn.consecutive_failures, sn.half_open_permits_left,
+                (unsigned long long)sn.ms_until_half_open, (unsigned long long)sn.successes,
+                (unsigned long long)sn.failures, (unsigned long long)sn.ignored,
+                (unsigned long long)sn.not_permitted, (unsigned long long)sn.entered[MG_CB_OPEN],
+                (unsigned long long)sn.entered[MG_CB_HALF_OPEN], (unsigned long long)sn.entered[MG_CB_CLOSED],
+                (unsigned long long)sn.resets);
+}
+
+/* Every breaker of the snapshot once (routes may share one by name). */
+static size_t collect_breakers(const mg_snapshot_t *snap, mg_breaker_t **out, size_t max)
+{
+    size_t n = 0;
+    const mg_resil_t *r = &snap->resil;
+    for (size_t i = 0; i < r->nroutes + r->nclusters; i++) {
+        mg_breaker_t *b = i < r->nroutes ? r->route_breakers[i] : r->clusters[i - r->nroutes].breaker;
+        if (!b)
+            continue;
+        bool seen = false;
+        for (size_t j = 0; j < n && !seen; j++)
+            seen = out[j] == b;
+        if (!seen && n < max)
+            out[n++] = b;
+    }
+    return n;
+}
+
+static void get_breakers(admin_conn_t *c, mg_snapshot_t *snap)
+{
+    mg_breaker_t *bs[1024];
+    size_t n = collect_breakers(snap, bs, 1024);
+    uint64_t now = mg_now_ms();
+    mg_buf_t b;
+    mg_buf_init(&b);
+    mg_buf_add(&b, "{\"circuit_breakers\":[", 21);
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            mg_buf_add(&b, ",", 1);
+        breaker_json(&b, bs[i], now);
+    }
+    mg_buf_add(&b, "]}\n", 3);
+    reply(c, 200, "OK", &b);
+    mg_buf_free(&b);
+}
+
+/* POST /circuit-breakers/<name>/{open,close,reset}: drills. */
+static void post_breaker(admin_conn_t *c, mg_snapshot_t *snap, mg_slice_t rest)
+{
+    const char *slash = memrchr(rest.p, '/', rest.n);
+    if (!slash) {
+        reply_error(c, 404, "Not Found", "use /circuit-breakers/<name>/open|close|reset");
+        return;
+    }
+    mg_slice_t name = { rest.p, (size_t)(slash - rest.p) };
+    mg_slice_t action = { slash + 1, rest.n - (size_t)(slash - rest.p) - 1 };
+    mg_breaker_t *bs[1024];
+    size_t n = collect_breakers(snap, bs, 1024);
+    mg_breaker_t *br = NULL;
+    for (size_t i = 0; i < n && !br; i++)
+        if (mg_slice_eq(mg_slice_cstr(mg_breaker_name(bs[i])), name))
+            br = bs[i];
+    if (!br) {
+        reply_error(c, 404, "Not Found", "no such circuit breaker");
+        return;
+    }
+    uint64_t now = mg_now_ms();
+    if (mg_slice_eq(action, MG_SLICE_LIT("open")))
+        mg_breaker_force(br, MG_CB_FORCED_OPEN, now);
+    else if (mg_slice_eq(action, MG_SLICE_LIT("close")))
+        mg_breaker_force(br, MG_CB_DISABLED, now);
+    else if (mg_slice_eq(action, MG_SLICE_LIT("reset")))
+        mg_breaker_reset(br, now);
+    else {
+        reply_error(c, 400, "Bad Request", "action must be open, close or reset");
+        return;
+    }
+    mg_log(MG_LOG_WARN, "admin: circuit breaker '%s' %.*s", mg_breaker_name(br), (int)action.n, action.p);
+    mg_buf_t b;
+    mg_buf_init(&b);
+    breaker_json(&b, br, now);
+    mg_buf_add(&b, "\n", 1);
+    reply(c, 200, "OK", &b);
+    mg_buf_free(&b);
+}
+
+static void get_stats(admin_conn_t *c, mg_snapshot_t *snap)
+{
+    mg_buf_t b;
+    mg_buf_init(&b);
+    uint64_t now = mg_now_ms();
+    mg_buf_addf(&b, "{\"access_log_dropped\":%llu,\"clusters\":{", (unsigned long long)mg_alog_dropped());
+    for (size_t i = 0; i < snap->resil.nclusters; i++) {
+        const mg_cluster_rt_t *rt = &snap->resil.clusters[i];
+        mg_bulkhead_stats_t bh;
+        mg_retry_budget_stats_t rb;
+        mg_bulkhead_stats(rt->bulkhead, &bh);
+        mg_retry_budget_stats(rt->budget, &rb);
+        if (i)
+            mg_buf_add(&b, ",", 1);
+        mg_buf_json_str(&b, mg_slice_cstr(snap->clusters.clusters[i].cfg->name));
+        mg_buf_addf(&b,
+                    ":{\"active_requests\":%u,\"overflow\":{\"max_requests\":%llu,\"max_pending\":%llu,"
+                    "\"max_connections\":%llu},\"retries\":{\"active\":%u,\"granted\":%llu,"
+                    "\"budget_exhausted\":%llu}",
+                    bh.requests, (unsigned long long)bh.overflow[MG_OVERFLOW_REQUESTS],
+                    (unsigned long long)bh.overflow[MG_OVERFLOW_PENDING],
+                    (unsigned long long)bh.overflow[MG_OVERFLOW_CONNECTIONS], rb.active_retries,
+                    (unsigned long long)rb.granted, (unsigned long long)rb.overflow);
+        if (rt->outlier) {
+            mg_outlier_stats_t os;
+            mg_outlier_stats(rt->outlier, &os);
+            mg_buf_addf(&b,
+                        ",\"outlier_detection\":{\"ejected\":%u,\"panic\":%s,\"ejections_5xx\":%llu,"
+                        "\"ejections_gateway\":%llu,\"overflow\":%llu,\"unejected\":%llu}",
+                        os.ejected, os.panic ? "true" : "false", (unsigned long long)os.enforced_5xx,
+                        (unsigned long long)os.enforced_gateway, (unsigned long long)os.overflow,
+                        (unsigned long long)os.unejected);
+        }
+        mg_buf_add(&b, "}", 1);
+    }
+    mg_buf_lit(&b, "},\"circuit_breakers\":[");
+    mg_breaker_t *bs[1024];
+    size_t n = collect_breakers(snap, bs, 1024);
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            mg_buf_add(&b, ",", 1);
+        breaker_json(&b, bs[i], now);
+    }
+    mg_buf_add(&b, "],\"rate_limits\":{", 17);
+    size_t nr = mg_route_count(snap->routes);
+    bool first = true;
+    for (size_t i = 0; i < nr; i++) {
+        const mg_rl_limiter_t *l = mg_route_rate_limiter(mg_route_at(snap->routes, i));
+        if (!l || !l->stats)
+            continue;
+        mg_rl_counts_t k;
+        mg_rl_stats_sum(l->stats, mg_proxy_rl_local(), &k);
+        if (!first)
+            mg_buf_add(&b, ",", 1);
+        first = false;
+        mg_buf_json_str(&b, l->route_id);
+        mg_buf_addf(&b,
+                    ":{\"allowed\":%llu,\"denied\":%llu,\"empty_key\":%llu,\"backend_error\":%llu,"
+                    "\"evictions\":%llu}",
+                    (unsigned long long)k.allowed, (unsigned long long)k.denied, (unsigned long long)k.empty_key,
+                    (unsigned long long)k.backend_error, (unsigned long long)k.evictions);
+    }
+    mg_buf_add(&b, "}}\n", 3);
+    reply(c, 200, "OK", &b);
+    mg_buf_free(&b);
+}
+
+/* GET /rate-limits/<route>?key=K: a local bucket's tokens. */
+static void get_rate_limit(admin_conn_t *c, mg_snapshot_t *snap, mg_slice_t route)
+{
+    const mg_rl_limiter_t *l = NULL;
+    size_t nr = mg_route_count(snap->routes);
+    for (size_t i = 0; i < nr && !l; i++) {
+        const mg_route_t *r = mg_route_at(snap->routes, i);
+        if (mg_slice_eq(mg_slice_cstr(r->cfg->id), route))
+            l = mg_route_rate_limiter(r);
+    }
+    if (!l) {
+        reply_error(c, 404, "Not Found", "no rate-limited route with that id");
+        return;
+    }
+    mg_slice_t key = MG_SLICE_NULL;
+    mg_slice_t q = c->req.query;
+    for (size_t i = 0; q.p && i < q.n;) {
+        size_t j = i;
+        while (j < q.n && q.p[j] != '&')
+            j++;
+        if (j - i >= 4 && memcmp(q.p + i, "key=", 4) == 0)
+            key = (mg_slice_t){ q.p + i + 4, j - i - 4 };
+        i = j + 1;
+    }
+    if (!key.p) {
+        reply_error(c, 400, "Bad Request", "give ?key=<the key, e.g. a client IP>");
+        return;
+    }
+    double tokens = mg_rl_local_tokens(mg_proxy_rl_local(), &l->cfg.params, l->route_id, key, mg_rl_now_us());
+    mg_buf_t b;
+    mg_buf_init(&b);
+    mg_buf_add(&b, "{\"route\":", 9);
+    mg_buf_json_str(&b, l->route_id);
+    mg_buf_add(&b, ",\"key\":", 7);
+    mg_buf_json_str(&b, key);
+    mg_buf_addf(&b, ",\"tokens\":%.3f,\"replenish_rate\":%s,\"burst_capacity\":%s,\"backend\":\"%s\"}\n",
+                tokens, l->txt_rate, l->txt_burst, snap->cfg->redis.enabled ? "redis (local view)" : "local");
+    reply(c, 200, "OK", &b);
+    mg_buf_free(&b);
+}
+
 static void dispatch(admin_conn_t *c)
 {
     mg_http_msg_t *m = &c->req;
-    if (m->method_id != MG_METHOD_GET && m->method_id != MG_METHOD_HEAD) {
+    static const mg_slice_t cb_prefix = MG_SLICE_LIT("/circuit-breakers/");
+    static const mg_slice_t rl_prefix = MG_SLICE_LIT("/rate-limits/");
+    bool is_post = m->method_id == MG_METHOD_POST;
+    if (m->method_id != MG_METHOD_GET && m->method_id != MG_METHOD_HEAD && !is_post) {
         reply_error(c, 405, "Method Not Allowed", "method not allowed");
         return;
     }
     mg_snapshot_t *snap = mg_server_current(c->a->srv);
-    if (mg_slice_eq(m->path, MG_SLICE_LIT("/health")))
+    mg_slice_t p = m->path;
+    if (is_post) {
+        if (p.n > cb_prefix.n && memcmp(p.p, cb_prefix.p, cb_prefix.n) == 0)
+            post_breaker(c, snap, (mg_slice_t){ p.p + cb_prefix.n, p.n - cb_prefix.n });
+        else
+            reply_error(c, 405, "Method Not Allowed", "method not allowed");
+    } else if (mg_slice_eq(p, MG_SLICE_LIT("/health")))
         get_health(c, snap);
-    else if (mg_slice_eq(m->path, MG_SLICE_LIT("/routes")))
+    else if (mg_slice_eq(p, MG_SLICE_LIT("/routes")))
         get_routes(c, snap);
-    else if (mg_slice_eq(m->path, MG_SLICE_LIT("/clusters")))
+    else if (mg_slice_eq(p, MG_SLICE_LIT("/clusters")))
         get_clusters(c, snap);
+    else if (mg_slice_eq(p, MG_SLICE_LIT("/circuit-breakers")))
+        get_breakers(c, snap);
+    else if (mg_slice_eq(p, MG_SLICE_LIT("/stats")))
+        get_stats(c, snap);
+    else if (p.n > rl_prefix.n && memcmp(p.p, rl_prefix.p, rl_prefix.n) == 0)
+        get_rate_limit(c, snap, (mg_slice_t){ p.p + rl_prefix.n, p.n - rl_prefix.n });
     else
         reply_error(c, 404, "Not Found", "no such admin endpoint");
     mg_snapshot_unref(snap);

@@ -28,6 +28,9 @@ static inline void mg_buf_add(mg_buf_t *b, const char *p, size_t n)
     b->p[b->len] = 0;
 }
 
+/* Appends a string literal (its length counted by the compiler). */
+#define mg_buf_lit(b, lit) mg_buf_add((b), "" lit, sizeof(lit) - 1)
+
 /* Appends v in decimal, without printf. */
 void mg_buf_add_u64(mg_buf_t *b, unsigned long long v);
 void mg_buf_addf(mg_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -13,8 +13,13 @@
 
 #include "core/log.h"
 #include "proxy/proxy_int.h"
+#include "ratelimit/limiter.h"
 
 static const char CRLF[] = "\r\n";
+
+static mg_cb_outcome_t attempt_done(mg_session_t *s, mg_up_result_t r, int status);
+static bool try_fallback(mg_session_t *s, const char *exc_type, const char *exc_msg);
+static void respond_route(mg_session_t *s);
 static const char LAST_CHUNK[] = "0\r\n\r\n";
 
 /* ---- body framing ---- */
@@ -105,7 +110,7 @@ static uint64_t rng_next(mg_worker_t *w)
     return w->rng = x;
 }
 
-static uint32_t pick_endpoint(mg_session_t *s, const mg_cluster_t *c, size_t ci)
+static uint32_t pick_lb(mg_session_t *s, const mg_cluster_t *c, size_t ci)
 {
     mg_worker_t *w = s->w;
     uint32_t n = c->neps;
@@ -129,6 +134,26 @@ static uint32_t pick_endpoint(mg_session_t *s, const mg_cluster_t *c, size_t ci)
     default:
         return s->ws->rr[ci]++ % n;
     }
+}
+
+/* The load balancer's choice, skipping ejected endpoints (outlier
+ * detection; none are skipped in panic) and, on a retry, the endpoint
+ * that just failed when another one is usable. */
+static uint32_t pick_endpoint(mg_session_t *s, const mg_cluster_t *c, size_t ci, const mg_outlier_t *od)
+{
+    uint32_t n = c->neps;
+    uint32_t i = pick_lb(s, c, ci);
+    if (n == 1)
+        return i;
+    for (uint32_t k = 0; k < n; k++) {
+        uint32_t j = (i + k) % n;
+        if (od && mg_outlier_excluded(od, j))
+            continue;
+        if (s->attempts > 0 && j == s->avoid_ep)
+            continue;
+        return j;
+    }
+    return i;
 }
 
 /* ---- the request head for upstream ---- */
@@ -231,8 +256,6 @@ static void build_upstream_head(mg_session_t *s, const mg_endpoint_t *ep)
     mg_buf_add(b, CRLF, 2);
 }
 
-/* ---- start ---- */
-
 static const char CONTINUE_100[] = "HTTP/1.1 100 Continue\r\n\r\n";
 
 static void on_100_written(uv_write_t *req, int status)
@@ -240,6 +263,144 @@ static void on_100_written(uv_write_t *req, int status)
     (void)req;
     (void)status;
 }
+
+/* The request passed routing, filters and limits: pick an endpoint and
+ * send it there. */
+static void exchange_to_cluster(mg_session_t *s)
+{
+    mg_worker_t *w = s->w;
+    mg_http_msg_t *m = &s->req;
+    const mg_snapshot_t *snap = s->ws->snap;
+    const mg_config_t *cfg = snap->cfg;
+    const mg_route_cfg_t *rc = s->route->cfg;
+    if (rc->respond) {
+        respond_route(s);
+        return;
+    }
+    size_t ci = rc->cluster_index;
+    const mg_cluster_t *c = &snap->clusters.clusters[ci];
+    mg_cluster_rt_t *crt = &snap->resil.clusters[ci];
+    uint64_t now = uv_now(&w->loop);
+    if (s->attempts == 0 && s->fallback_depth == 0) {
+        /* route metadata, else the cluster's, else the global timeout; a
+         * time limiter (resilience4j.timelimiter) caps the whole call */
+        s->response_timeout_ms = rc->response_timeout_ms   ? rc->response_timeout_ms
+                                 : c->cfg->response_timeout_ms ? c->cfg->response_timeout_ms
+                                                               : cfg->response_timeout_ms;
+        if (rc->time_limit_ms && rc->time_limit_ms < s->response_timeout_ms)
+            s->response_timeout_ms = rc->time_limit_ms;
+        s->deadline_ms = now + s->response_timeout_ms;
+    }
+    if (c->neps == 0) {
+        mg_session_local_reply(s, 503, "no endpoint", false);
+        return;
+    }
+    /* breaker: the route's (Spring CircuitBreaker filter / native), else the cluster's */
+    mg_breaker_t *b = snap->resil.route_breakers[mg_route_index(snap->routes, s->route)];
+    if (!b)
+        b = crt->breaker;
+    if (b && !mg_breaker_acquire(b, w->id, now, &s->cb_ticket)) {
+        if (!try_fallback(s, "io.github.resilience4j.circuitbreaker.CallNotPermittedException",
+                          "CircuitBreaker is OPEN and does not permit further calls"))
+            mg_session_local_reply(s, 503, "circuit breaker is open", s->rq != RQ_DONE);
+        return;
+    }
+    s->cb = b;
+    s->crt = crt;
+    if (!s->bh) {
+        if (mg_bulkhead_request_enter(crt->bulkhead, w->id) != 0) {
+            attempt_done(s, MG_UP_CANCELLED, 0);
+            mg_hdr_list_t extra = { 0 };
+            mg_hdr_add(s->arena, &extra, MG_SLICE_LIT("x-meshgate-overflow"),
+                       mg_slice_cstr(mg_overflow_name(MG_OVERFLOW_REQUESTS)));
+            mg_session_local_reply_h(s, 503, "cluster overloaded (max_requests)", s->rq != RQ_DONE, &extra);
+            return;
+        }
+        s->bh = crt->bulkhead;
+    }
+    s->ep_idx = pick_endpoint(s, c, ci, crt->outlier);
+    s->ep = &c->eps[s->ep_idx];
+    s->t_attempt = now;
+    s->up_reusable = true;
+    mg_http_msg_reset(&s->resp); /* a retry or fallback parses a new response */
+    pipe_init(&s->reqp, m->body, m->content_length, m->body == MG_BODY_CHUNKED);
+    build_upstream_head(s, s->ep);
+    if ((m->flags & MG_MSG_EXPECT_CONTINUE) && s->rq == RQ_BODY && m->version == 11 && s->rpos == s->rlen) {
+        uv_buf_t eb = uv_buf_init((char *)CONTINUE_100, sizeof CONTINUE_100 - 1);
+        int n = uv_try_write((uv_stream_t *)&s->tcp, &eb, 1);
+        if (n >= 0 && (size_t)n < eb.len) {
+            eb.base += n;
+            eb.len -= (size_t)n;
+            n = UV_EAGAIN;
+        }
+        if (n == UV_EAGAIN) {
+            s->wreq100.data = s;
+            uv_write(&s->wreq100, (uv_stream_t *)&s->tcp, &eb, 1, on_100_written);
+        }
+    }
+    s->rs = RS_CONNECT;
+    mg_pool_acquire(w, s, s->ep, false);
+}
+
+/* A native `respond:` route: meshgate answers (fallback targets, stubs). */
+static void respond_route(mg_session_t *s)
+{
+    const mg_route_cfg_t *rc = s->route->cfg;
+    mg_session_respond(s, rc->respond_status, (const char *const *)rc->respond_headers, rc->nrespond_headers,
+                       rc->respond_body, rc->respond_body ? strlen(rc->respond_body) : 0);
+}
+
+/* ---- rate limiting ---- */
+
+static void rate_limit_verdict(mg_session_t *s)
+{
+    if (s->rl_v.allowed) {
+        exchange_to_cluster(s);
+        return;
+    }
+    mg_rl_hdrs_t h;
+    mg_rl_headers(s->rl, &s->rl_v, &h);
+    mg_hdr_list_t extra = { 0 };
+    for (uint32_t i = 0; i < h.n; i++)
+        mg_hdr_add(s->arena, &extra, h.name[i], mg_arena_dup(s->arena, h.value[i]));
+    mg_session_local_reply_h(s, s->rl_v.status, s->rl_v.status == 429 ? "too many requests" : "request denied",
+                             false, &extra);
+}
+
+static void on_rl_reply(void *arg, const mg_rl_redis_reply_t *reply)
+{
+    mg_session_t *s = arg;
+    s->rl_handle = NULL;
+    s->rl_v = mg_rl_verdict_redis(s->rl, s->w->id, reply->status, reply);
+    rate_limit_verdict(s);
+}
+
+/* Returns 0 when the exchange may go on at once; 1 when it was answered
+ * or waits for Redis (on_rl_reply continues it). */
+static int rate_limit(mg_session_t *s)
+{
+    mg_worker_t *w = s->w;
+    mg_slice_t key;
+    mg_rl_key_input_t in = { .msg = &s->req, .peer = (const struct sockaddr *)&s->peer_addr,
+                             .route_id = s->rl->route_id };
+    if (!mg_rl_begin(s->rl, w->id, &in, s->rl_key, sizeof s->rl_key, &key, &s->rl_v)) {
+        if (w->rl_redis) {
+            int rc = mg_rl_redis_check(w->rl_redis, s->rl->route_id, key, &s->rl->cfg.params, on_rl_reply, s,
+                                       &s->rl_handle);
+            if (rc == 0)
+                return 1;
+            s->rl_v = mg_rl_verdict_redis(s->rl, w->id, rc, NULL);
+        } else {
+            s->rl_v = mg_rl_decide_local(s->rl, w->id, mg_proxy_rl_local(), key, mg_rl_now_us());
+        }
+    }
+    if (s->rl_v.allowed)
+        return 0;
+    rate_limit_verdict(s);
+    return 1;
+}
+
+/* ---- start ---- */
 
 void mg_exchange_start(mg_session_t *s, size_t head_len)
 {
@@ -275,6 +436,12 @@ void mg_exchange_start(mg_session_t *s, size_t head_len)
     s->resp_started = false;
     s->cw_consume = s->uw_consume = 0;
     mg_http_msg_reset(&s->resp);
+    s->crt = NULL;
+    s->cb = NULL;
+    s->bh = NULL;
+    s->attempts = s->retries = s->fallback_depth = s->last_backoff = 0;
+    s->in_retry = false;
+    s->ep_idx = s->avoid_ep = UINT32_MAX;
     mg_session_timer(s, has_body ? ST_BODY : ST_NONE, cfg->body_timeout_ms);
 
     s->max_body = cfg->max_body_bytes;
@@ -293,6 +460,7 @@ void mg_exchange_start(mg_session_t *s, size_t head_len)
         mg_session_local_reply(s, 404, "no route", false);
         return;
     }
+    mg_route_hit(s->route, w->id);
     if (!s->arena && !(s->arena = mg_arena_new(4096, MG_ARENA_LIMIT))) {
         mg_session_local_reply(s, 503, "out of memory", true);
         return;
@@ -319,50 +487,204 @@ void mg_exchange_start(mg_session_t *s, size_t head_len)
         mg_session_local_reply(s, 413, "request body too large", true);
         return;
     }
-    size_t ci = s->route->cfg->cluster_index;
-    const mg_cluster_t *c = &snap->clusters.clusters[ci];
-    /* route metadata, else the cluster's, else the global timeout */
-    s->response_timeout_ms = s->route->cfg->response_timeout_ms   ? s->route->cfg->response_timeout_ms
-                             : c->cfg->response_timeout_ms ? c->cfg->response_timeout_ms
-                                                           : cfg->response_timeout_ms;
-    mg_route_hit(s->route, w->id);
-    if (c->neps == 0) {
-        mg_session_local_reply(s, 503, "no endpoint", false);
-        return;
-    }
-    s->ep = &c->eps[pick_endpoint(s, c, ci)];
-    pipe_init(&s->reqp, m->body, m->content_length, m->body == MG_BODY_CHUNKED);
-    build_upstream_head(s, s->ep);
-    if ((m->flags & MG_MSG_EXPECT_CONTINUE) && has_body && m->version == 11 && s->rpos == s->rlen) {
-        uv_buf_t b = uv_buf_init((char *)CONTINUE_100, sizeof CONTINUE_100 - 1);
-        int n = uv_try_write((uv_stream_t *)&s->tcp, &b, 1);
-        if (n >= 0 && (size_t)n < b.len) {
-            b.base += n;
-            b.len -= (size_t)n;
-            n = UV_EAGAIN;
-        }
-        if (n == UV_EAGAIN) {
-            s->wreq100.data = s;
-            uv_write(&s->wreq100, (uv_stream_t *)&s->tcp, &b, 1, on_100_written);
-        }
-    }
-    s->rs = RS_CONNECT;
-    mg_pool_acquire(w, s, s->ep, false);
+    s->rl = mg_route_rate_limiter(s->route);
+    if (s->rl && rate_limit(s) != 0)
+        return; /* answered, or waiting for Redis */
+    exchange_to_cluster(s);
 }
 
 /* ---- request side ---- */
 
+static void upstream_fail_r(mg_session_t *s, mg_up_result_t r, int status, const char *msg);
+
 static void upstream_fail(mg_session_t *s, int status, const char *msg)
 {
+    upstream_fail_r(s, MG_UP_CANCELLED, status, msg);
+}
+
+/* ---- resilience: one attempt's outcome, retries, fallbacks ---- */
+
+/* Time left for this attempt's response: the route's deadline covers all
+ * attempts; a retry policy may cap each try. */
+static uint64_t try_timeout(mg_session_t *s)
+{
+    uint64_t now = uv_now(&s->w->loop);
+    uint64_t left = s->deadline_ms > now ? s->deadline_ms - now : 1;
+    const mg_route_cfg_t *rc = s->route ? s->route->cfg : NULL;
+    if (rc && rc->has_retry && rc->retry.per_try_timeout_ms && rc->retry.per_try_timeout_ms < left)
+        left = rc->retry.per_try_timeout_ms;
+    return left;
+}
+
+/* Record how the current attempt ended with the breaker and the outlier
+ * detector (exactly once per attempt). Returns the breaker's verdict. */
+static mg_cb_outcome_t attempt_done(mg_session_t *s, mg_up_result_t r, int status)
+{
+    uint64_t now = uv_now(&s->w->loop);
+    mg_cb_outcome_t o = MG_CB_IGNORED;
+    if (s->cb) {
+        o = r == MG_UP_CANCELLED ? MG_CB_IGNORED : mg_breaker_classify(mg_breaker_cfg(s->cb), r, status);
+        mg_breaker_record(s->cb, s->w->id, s->cb_ticket, o, now - s->t_attempt, now);
+        s->cb = NULL;
+    }
+    if (s->crt && s->crt->outlier && r != MG_UP_CANCELLED && s->ep_idx < mg_outlier_neps(s->crt->outlier))
+        mg_outlier_report(s->crt->outlier, s->ep_idx, r, status, now);
+    if (s->in_retry && s->crt) {
+        mg_retry_budget_release(s->crt->budget);
+        s->in_retry = false;
+    }
+    return o;
+}
+
+/* The exchange is over: give back what it held. Idempotent. */
+void mg_exchange_release(mg_session_t *s)
+{
+    if (s->cb)
+        attempt_done(s, MG_UP_CANCELLED, 0);
+    if (s->in_retry && s->crt) {
+        mg_retry_budget_release(s->crt->budget);
+        s->in_retry = false;
+    }
+    if (s->bh) {
+        mg_bulkhead_request_leave(s->bh);
+        s->bh = NULL;
+    }
+    s->crt = NULL;
+}
+
+static const char *exception_type(mg_up_result_t r)
+{
+    switch (r) {
+    case MG_UP_CONNECT_FAILURE: return "java.net.ConnectException";
+    case MG_UP_TIMEOUT: return "java.util.concurrent.TimeoutException";
+    case MG_UP_RESET: return "java.io.IOException";
+    case MG_UP_PROTOCOL: return "org.springframework.web.reactive.function.client.WebClientResponseException";
+    default: return "java.lang.RuntimeException";
+    }
+}
+
+static bool request_replayable(const mg_session_t *s)
+{
+    return s->reqp.payload == 0 && (s->req.body == MG_BODY_NONE ||
+                                    (s->req.body == MG_BODY_LENGTH && s->req.content_length == 0));
+}
+
+static void exchange_to_cluster(mg_session_t *s);
+
+/* Spring's forward: fallback: dispatch the request again, to the route
+ * that matches the fallback path, with headers saying why (as Spring's
+ * FallbackHeaders filter). Returns false if there is no usable fallback. */
+static bool try_fallback(mg_session_t *s, const char *exc_type, const char *exc_msg)
+{
+    const mg_route_t *r = s->route;
+    if (!r || !r->cfg->fallback_path || s->fallback_depth > 0 || !request_replayable(s))
+        return false;
+    s->fallback_depth++;
+    mg_http_msg_t *m = mg_arena_alloc(s->arena, sizeof *m);
+    if (!m)
+        return false;
+    memcpy(m, &s->req, sizeof *m);
+    m->path = mg_slice_cstr(r->cfg->fallback_path);
+    m->query = MG_SLICE_NULL;
+    mg_match_ctx_t mctx = { .req = m, .peer = (const struct sockaddr *)&s->peer_addr, .rng = &s->w->rng };
+    mg_path_vars_t vars = { 0 };
+    const mg_route_t *fr = mg_route_match(s->ws->snap->routes, &mctx, &vars);
+    if (!fr)
+        return false;
+    mg_route_hit(fr, s->w->id);
+    mg_hdr_set(s->arena, &s->view.headers, MG_SLICE_LIT("Execution-Exception-Type"), mg_slice_cstr(exc_type));
+    mg_hdr_set(s->arena, &s->view.headers, MG_SLICE_LIT("Execution-Exception-Message"), mg_slice_cstr(exc_msg));
+    s->view.path = m->path;
+    s->view.query = MG_SLICE_NULL;
+    s->view.vars = vars;
+    s->route = fr;
+    s->rl = NULL;
+    if (fr->has_filters) {
+        int frc = mg_filters_request(fr, &s->view);
+        if (frc < 0 || s->view.local_status) {
+            mg_session_local_reply_h(s, frc < 0 ? -frc : s->view.local_status, frc < 0 ? "fallback rejected" : NULL,
+                                     frc < 0, &s->view.local_headers);
+            return true;
+        }
+    }
+    s->rs = RS_NONE;
+    mg_http_msg_reset(&s->resp);
+    exchange_to_cluster(s);
+    return true;
+}
+
+static void on_retry_timer(mg_session_t *s);
+
+/* May the request be retried after this outcome? Checks the route's
+ * policy, that the body can be replayed, that the backoff ends before the
+ * route's deadline, and takes a slot of the cluster's retry budget (so a
+ * true answer commits: call retry_start). */
+static bool retry_take(mg_session_t *s, mg_up_result_t res, int status, uint32_t *delay)
+{
+    const mg_route_cfg_t *rc = s->route ? s->route->cfg : NULL;
+    if (!rc || !rc->has_retry || !s->crt || !request_replayable(s) ||
+        !mg_retry_should(&rc->retry, s->attempts, res, status, s->req.method_id, false))
+        return false;
+    uint64_t now = uv_now(&s->w->loop);
+    *delay = mg_retry_backoff(&rc->retry, s->attempts + 1, s->last_backoff, rng_next(s->w));
+    if (now + *delay >= s->deadline_ms ||
+        !mg_retry_budget_acquire(s->crt->budget, s->w->id, mg_bulkhead_active_requests(s->crt->bulkhead)))
+        return false;
+    s->in_retry = true;
+    s->retries++;
+    return true;
+}
+
+static void retry_start(mg_session_t *s, uint32_t delay)
+{
+    s->last_backoff = delay;
+    s->rs = RS_NONE;
+    if (delay == 0)
+        on_retry_timer(s);
+    else
+        mg_session_timer(s, ST_RETRY, delay);
+}
+
+/* An attempt failed before any response byte reached the client: retry it
+ * (policy, budget, replayable body), fall back, or answer the error. */
+static void upstream_fail_r(mg_session_t *s, mg_up_result_t res, int status, const char *msg)
+{
     if (s->up) {
-        atomic_fetch_add_explicit(&s->up->ep->w[s->w->id].failures, 1, memory_order_relaxed);
+        if (res != MG_UP_CANCELLED)
+            atomic_fetch_add_explicit(&s->up->ep->w[s->w->id].failures, 1, memory_order_relaxed);
         mg_exchange_detach(s, false);
     }
-    if (!s->resp_started)
-        mg_session_local_reply(s, status, msg, s->rq != RQ_DONE);
-    else
+    if (s->resp_started) {
+        attempt_done(s, res, status);
         mg_session_close(s);
+        return;
+    }
+    if (res == MG_UP_CANCELLED) {
+        attempt_done(s, res, status);
+        mg_session_local_reply(s, status, msg, s->rq != RQ_DONE);
+        return;
+    }
+    attempt_done(s, res, status);
+    uint32_t delay;
+    if (retry_take(s, res, status, &delay)) {
+        retry_start(s, delay);
+        return;
+    }
+    if (try_fallback(s, exception_type(res), msg))
+        return;
+    mg_session_local_reply(s, status, msg, s->rq != RQ_DONE);
 }
+
+/* The retry's backoff elapsed: a new attempt, on another endpoint when the
+ * cluster has more than one. */
+static void on_retry_timer(mg_session_t *s)
+{
+    s->attempts++;
+    s->avoid_ep = s->ep_idx;
+    exchange_to_cluster(s);
+}
+
+void mg_exchange_retry_timer(mg_session_t *s) { on_retry_timer(s); }
 
 static void on_up_write(uv_write_t *req, int status)
 {
@@ -412,7 +734,7 @@ static void request_body_progress(mg_session_t *s)
         s->rq = RQ_DONE;
         mg_session_timer(s, ST_NONE, 0);
         if (s->rs == RS_WAIT && s->up)
-            mg_upconn_timer(s->up, UT_RESPONSE, s->response_timeout_ms);
+            mg_upconn_timer(s->up, UT_RESPONSE, try_timeout(s));
     } else if (s->tstate != ST_SEND) {
         mg_session_timer(s, ST_BODY, cfg->body_timeout_ms);
     }
@@ -443,7 +765,7 @@ static int send_request_body(mg_session_t *s, uv_buf_t *iov, unsigned first, uns
     else
         s->rpos += (size_t)used;
     if (rc < 0) {
-        upstream_fail(s, 502, "upstream write failed");
+        upstream_fail_r(s, MG_UP_RESET, 502, "upstream write failed");
         return 1;
     }
     if (s->rq == RQ_BODY)
@@ -472,7 +794,7 @@ void mg_exchange_forward_request(mg_session_t *s)
 void mg_exchange_up_ready(mg_session_t *s, int status)
 {
     if (status < 0) {
-        upstream_fail(s, 503, "upstream connect failed");
+        upstream_fail_r(s, MG_UP_CONNECT_FAILURE, 503, "upstream connect failed");
         return;
     }
     s->rs = RS_WAIT;
@@ -480,7 +802,7 @@ void mg_exchange_up_ready(mg_session_t *s, int status)
     uv_buf_t iov[MG_PIPE_IOV];
     iov[0] = uv_buf_init(s->ubuf.p, (unsigned)s->ubuf.len);
     if (s->rq == RQ_DONE)
-        mg_upconn_timer(s->up, UT_RESPONSE, s->response_timeout_ms);
+        mg_upconn_timer(s->up, UT_RESPONSE, try_timeout(s));
     else
         mg_upconn_timer(s->up, UT_NONE, 0);
     int rc = send_request_body(s, iov, 1, MG_PIPE_IOV);
@@ -493,7 +815,7 @@ void mg_exchange_up_written(mg_session_t *s, int status)
     s->uw_pending = false;
     if (status < 0) {
         if (status != UV_ECANCELED)
-            upstream_fail(s, 502, "upstream write failed");
+            upstream_fail_r(s, MG_UP_RESET, 502, "upstream write failed");
         return;
     }
     s->rpos += s->uw_consume;
@@ -561,6 +883,11 @@ static int build_client_head(mg_session_t *s)
             mg_buf_add(b, "Transfer-Encoding: chunked\r\n", 28);
         break;
     }
+    if (s->rl && s->rl_v.headers) {
+        char rlh[256];
+        size_t n = mg_rl_format_headers(s->rl, &s->rl_v, rlh, sizeof rlh);
+        mg_buf_add(b, rlh, n);
+    }
     if (s->w->draining)
         s->keepalive = false;
     if (!s->keepalive)
@@ -584,7 +911,7 @@ static void forward_response_from(mg_session_t *s, uv_buf_t *iov, unsigned first
             used = mg_pipe_take(&s->resp_pipe, up->rbuf + up->rpos, up->rlen - up->rpos, iov + first,
                                 MG_PIPE_IOV - first, &niov);
             if (used < 0) {
-                upstream_fail(s, 502, "invalid chunked upstream body");
+                upstream_fail_r(s, MG_UP_PROTOCOL, 502, "invalid chunked upstream body");
                 return;
             }
             if (s->resp_pipe.done) {
@@ -632,12 +959,12 @@ void mg_exchange_up_data(mg_session_t *s)
         if (r == 0)
             return;
         if (r < 0) {
-            upstream_fail(s, 502, "invalid upstream response");
+            upstream_fail_r(s, MG_UP_PROTOCOL, 502, "invalid upstream response");
             return;
         }
         if (s->resp.status < 200) {
             if (s->resp.status == 101) {
-                upstream_fail(s, 502, "unexpected protocol switch from upstream");
+                upstream_fail_r(s, MG_UP_PROTOCOL, 502, "unexpected protocol switch from upstream");
                 return;
             }
             up->rpos += (size_t)r; /* interim response: dropped */
@@ -646,13 +973,30 @@ void mg_exchange_up_data(mg_session_t *s)
         }
         if ((s->resp.flags & MG_MSG_CONN_CLOSE) || (s->resp.version == 10 && !(s->resp.flags & MG_MSG_CONN_KEEPALIVE)))
             s->up_reusable = false;
+        int st = s->resp.status;
+        mg_cb_outcome_t o = attempt_done(s, MG_UP_RESPONSE, st);
+        bool fallback = o == MG_CB_FAILURE && s->route->cfg->fallback_path && s->fallback_depth == 0 &&
+                        request_replayable(s);
+        uint32_t delay;
+        bool retry = retry_take(s, MG_UP_RESPONSE, st, &delay);
+        if (retry || fallback) {
+            /* A status the retry policy or the breaker's statusCodes reject:
+             * this response is dropped, and its connection not reused. */
+            mg_exchange_detach(s, false);
+            if (retry)
+                retry_start(s, delay);
+            else if (!try_fallback(s, "org.springframework.cloud.gateway.support.ServiceUnavailableException",
+                                   "upstream answered with a failure status"))
+                mg_session_local_reply(s, 502, "upstream failed and the fallback is unavailable", s->rq != RQ_DONE);
+            return;
+        }
         bool client10 = s->req.version == 10;
         bool out_chunked = !client10 && (s->resp.body == MG_BODY_CHUNKED || s->resp.body == MG_BODY_EOF);
         pipe_init(&s->resp_pipe, s->resp.body, s->resp.content_length, out_chunked);
         if (s->resp.body == MG_BODY_EOF)
             s->up_reusable = false;
         if (build_client_head(s) < 0) {
-            upstream_fail(s, 502, "upstream response head too large");
+            upstream_fail_r(s, MG_UP_PROTOCOL, 502, "upstream response head too large");
             return;
         }
         up->rpos += (size_t)r;
@@ -708,7 +1052,7 @@ void mg_exchange_up_eof(mg_session_t *s, int err)
             mg_pool_acquire(s->w, s, s->ep, true);
             return;
         }
-        upstream_fail(s, 502, err == UV_EOF ? "upstream closed connection" : "upstream connection error");
+        upstream_fail_r(s, MG_UP_RESET, 502, err == UV_EOF ? "upstream closed connection" : "upstream connection error");
         return;
     }
     if (s->rs == RS_BODY) {
@@ -742,13 +1086,13 @@ void mg_exchange_up_timeout(mg_session_t *s, mg_utimer_t which)
 {
     switch (which) {
     case UT_CONNECT:
-        upstream_fail(s, 503, "upstream connect timeout");
+        upstream_fail_r(s, MG_UP_CONNECT_FAILURE, 503, "upstream connect timeout");
         break;
     case UT_RESPONSE:
-        upstream_fail(s, 504, "upstream response timeout");
+        upstream_fail_r(s, MG_UP_TIMEOUT, 504, "upstream response timeout");
         break;
     default:
-        upstream_fail(s, 504, "upstream body timeout");
+        upstream_fail_r(s, MG_UP_TIMEOUT, 504, "upstream body timeout");
         break;
     }
 }
@@ -758,8 +1102,11 @@ void mg_exchange_detach(mg_session_t *s, bool reuse)
     mg_upconn_t *up = s->up;
     if (!up)
         return;
-    const mg_cluster_cfg_t *cc = s->route ? s->ws->snap->clusters.clusters[s->route->cfg->cluster_index].cfg : NULL;
-    reuse = reuse && !s->uw_pending;
+    const mg_cluster_cfg_t *cc = s->route && !s->route->cfg->respond
+                                     ? s->ws->snap->clusters.clusters[s->route->cfg->cluster_index].cfg
+                                     : NULL;
+    up->served++;
+    reuse = reuse && !s->uw_pending && (!s->crt || mg_bulkhead_conn_reusable(s->crt->bulkhead, up->served));
     s->up = NULL;
     s->uw_pending = false;
     mg_pool_release(up, reuse, cc ? cc->max_idle : 0, cc ? cc->idle_timeout_ms : 0);

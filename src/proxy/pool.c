@@ -182,7 +182,9 @@ void mg_pool_acquire(mg_worker_t *w, mg_session_t *s, const mg_endpoint_t *ep, b
         return;
     }
     const mg_config_t *cfg = s->ws->snap->cfg;
-    const mg_cluster_cfg_t *cc = s->route ? s->ws->snap->clusters.clusters[s->route->cfg->cluster_index].cfg : NULL;
+    const mg_cluster_cfg_t *cc = s->route && !s->route->cfg->respond
+                                     ? s->ws->snap->clusters.clusters[s->route->cfg->cluster_index].cfg
+                                     : NULL;
     mg_upconn_t *up = calloc(1, sizeof *up);
     char *rbuf = up ? malloc(MG_RBUF_SIZE) : NULL;
     if (!rbuf) {

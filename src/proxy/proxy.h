@@ -15,6 +15,7 @@
 
 #include "cluster/cluster.h"
 #include "config/config.h"
+#include "proxy/resil.h"
 #include "route/route.h"
 
 typedef struct mg_snapshot {
@@ -24,6 +25,8 @@ typedef struct mg_snapshot {
     mg_route_table_t *routes;
     mg_cluster_set_t clusters;
     mg_http_limits_t limits;
+    char redis_addr[64]; /* cfg->redis.host resolved to a numeric address */
+    mg_resil_t resil;    /* breakers, bulkheads, budgets, outlier detectors */
 } mg_snapshot_t;
 
 /* Takes ownership of cfg (freed on failure too). Returns 0 or MG_ECONFIG
@@ -54,5 +57,9 @@ void mg_server_drain(mg_server_t *srv, uint32_t timeout_ms);
 void mg_server_free(mg_server_t *srv);
 
 uint32_t mg_server_workers(const mg_server_t *srv);
+
+/* The process-wide local rate-limit table (buckets outlive reloads). */
+struct mg_rl_local;
+struct mg_rl_local *mg_proxy_rl_local(void);
 
 #endif

@@ -14,6 +14,7 @@
 #include "http/http1.h"
 #include "obs/accesslog.h"
 #include "proxy/proxy.h"
+#include "ratelimit/limiter.h"
 
 #define MG_RBUF_SIZE 16384   /* per connection read buffer, grows for big heads */
 #define MG_PIPE_IOV 64       /* iovecs per forwarded batch */
@@ -65,6 +66,7 @@ struct mg_worker {
     bool draining;
     uint64_t rng;
     mg_alog_worker_t alog;
+    mg_rl_redis_t *rl_redis; /* this worker's Redis client (rate limits), or NULL */
 
     /* counters (this worker only) */
     uint64_t accepted, rejected_conns, requests;
@@ -72,7 +74,7 @@ struct mg_worker {
 
 typedef enum { RQ_IDLE, RQ_HEAD, RQ_BODY, RQ_DONE } mg_rq_state_t;
 typedef enum { RS_NONE, RS_CONNECT, RS_WAIT, RS_BODY, RS_DONE } mg_rs_state_t;
-typedef enum { ST_NONE, ST_IDLE, ST_HEADER, ST_BODY, ST_SEND } mg_stimer_t;
+typedef enum { ST_NONE, ST_IDLE, ST_HEADER, ST_BODY, ST_SEND, ST_RETRY } mg_stimer_t;
 typedef enum { UT_NONE, UT_CONNECT, UT_RESPONSE, UT_BODY, UT_IDLE } mg_utimer_t;
 
 /* Frames one direction's body: decodes the inbound framing and re-encodes
@@ -100,6 +102,7 @@ struct mg_upconn {
     size_t rpos, rlen, rcap;
     mg_utimer_t tstate;
     uint64_t deadline, armed; /* lazy timer (loop ms); 0 = none */
+    uint32_t served;          /* exchanges completed on this connection */
     bool connected, in_pool, reading, closing, reused;
     int open_handles;
 };
@@ -126,6 +129,19 @@ struct mg_session {
     mg_req_view_t view;    /* the request as routed and filtered */
     mg_resp_view_t rview;  /* the response head after response filters */
     uint64_t max_body;     /* effective body limit (global, RequestSize) */
+    const mg_rl_limiter_t *rl;     /* the route's rate limiter, or NULL */
+    mg_rl_verdict_t rl_v;          /* its verdict (headers for the response) */
+    mg_rl_redis_req_t *rl_handle;  /* a Redis decision in flight */
+    char rl_key[MG_RL_KEY_BUF];
+    /* resilience, per exchange */
+    mg_cluster_rt_t *crt;  /* the cluster's breaker/bulkhead/budget/outlier */
+    mg_breaker_t *cb;      /* breaker permit held by the current attempt */
+    uint32_t cb_ticket;
+    mg_bulkhead_t *bh;     /* bulkhead entered (left when the exchange ends) */
+    uint32_t ep_idx, avoid_ep;
+    uint32_t attempts, retries, fallback_depth, last_backoff;
+    bool in_retry;         /* holds a retry-budget slot */
+    uint64_t t_attempt, deadline_ms;
     mg_rq_state_t rq;
     mg_rs_state_t rs;
     mg_stimer_t tstate;
@@ -169,6 +185,9 @@ void mg_session_local_reply(mg_session_t *s, int status, const char *msg, bool c
 /* Same with extra headers (e.g. Location); msg NULL sends an empty body. */
 void mg_session_local_reply_h(mg_session_t *s, int status, const char *msg, bool close, const mg_hdr_list_t *extra);
 const char *mg_reason_phrase(int status);
+/* A full response from meshgate: status, "Name: value" header lines, body. */
+void mg_session_respond(mg_session_t *s, int status, const char *const *hdr_lines, size_t nhdr, const char *body,
+                        size_t blen);
 int mg_session_client_send(mg_session_t *s, uv_buf_t *bufs, unsigned n, size_t consume);
 void mg_session_finish(mg_session_t *s);
 
@@ -181,6 +200,8 @@ void mg_exchange_up_timeout(mg_session_t *s, mg_utimer_t which);
 void mg_exchange_forward_request(mg_session_t *s);
 void mg_exchange_forward_response(mg_session_t *s);
 void mg_exchange_detach(mg_session_t *s, bool reuse);
+void mg_exchange_release(mg_session_t *s);     /* exchange over: breaker, bulkhead, budget */
+void mg_exchange_retry_timer(mg_session_t *s); /* ST_RETRY fired */
 ssize_t mg_pipe_take(mg_pipe_t *p, const char *src, size_t n, uv_buf_t *iov, unsigned max, unsigned *niov);
 void mg_exchange_up_written(mg_session_t *s, int status);
 

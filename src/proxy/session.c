@@ -109,8 +109,13 @@ void mg_session_close(mg_session_t *s)
     if (s->closing && uv_is_closing((uv_handle_t *)&s->tcp))
         return;
     s->closing = true;
+    if (s->rl_handle) {
+        mg_rl_redis_cancel(s->rl_handle);
+        s->rl_handle = NULL;
+    }
     if (s->up)
         mg_exchange_detach(s, false);
+    mg_exchange_release(s);
     if (s->ws) {
         mg_wsnap_release(s->w, s->ws);
         s->ws = NULL;
@@ -181,6 +186,10 @@ static void on_timer(uv_timer_t *t)
             return;
         }
         mg_session_close(s);
+        return;
+    case ST_RETRY:
+        s->tstate = ST_NONE;
+        mg_exchange_retry_timer(s);
         return;
     case ST_SEND:
     case ST_NONE:
@@ -295,15 +304,13 @@ const char *mg_reason_phrase(int status)
 }
 
 /* Answer the current request from meshgate itself with a small JSON body. */
-void mg_session_local_reply(mg_session_t *s, int status, const char *msg, bool close)
-{
-    mg_session_local_reply_h(s, status, msg, close, NULL);
-}
-
-void mg_session_local_reply_h(mg_session_t *s, int status, const char *msg, bool close, const mg_hdr_list_t *extra)
+/* Start a response from meshgate itself: status line and Connection. False
+ * when nothing may be sent (closing, or a response already under way, in
+ * which case the connection is closed). */
+static bool local_reply_begin(mg_session_t *s, int status, bool close)
 {
     if (s->closing)
-        return;
+        return false;
     if (s->up)
         mg_exchange_detach(s, false);
     if (!s->exchange) {
@@ -319,8 +326,10 @@ void mg_session_local_reply_h(mg_session_t *s, int status, const char *msg, bool
     if (s->resp_started) {
         /* Part of a response already went out: all we can do is close. */
         mg_session_close(s);
-        return;
+        return false;
     }
+    if (s->tstate == ST_RETRY)
+        mg_session_timer(s, ST_NONE, 0);
     if (close || s->rq != RQ_DONE)
         s->keepalive = false;
     s->rq = RQ_DONE;
@@ -329,14 +338,36 @@ void mg_session_local_reply_h(mg_session_t *s, int status, const char *msg, bool
     s->resp_started = true;
     s->hbuf.len = 0;
     mg_buf_addf(&s->hbuf, "HTTP/1.1 %d %s\r\n", status, mg_reason_phrase(status));
+    if (!s->keepalive)
+        mg_buf_add(&s->hbuf, "Connection: close\r\n", 19);
+    return true;
+}
+
+static void local_reply_send(mg_session_t *s)
+{
+    uv_buf_t b = uv_buf_init(s->hbuf.p, (unsigned)s->hbuf.len);
+    if (mg_session_client_send(s, &b, 1, 0) < 0) {
+        mg_session_close(s);
+        return;
+    }
+    mg_session_finish(s);
+}
+
+void mg_session_local_reply(mg_session_t *s, int status, const char *msg, bool close)
+{
+    mg_session_local_reply_h(s, status, msg, close, NULL);
+}
+
+void mg_session_local_reply_h(mg_session_t *s, int status, const char *msg, bool close, const mg_hdr_list_t *extra)
+{
+    if (!local_reply_begin(s, status, close))
+        return;
     for (uint32_t i = 0; extra && i < extra->n; i++) {
         mg_buf_add(&s->hbuf, extra->v[i].name.p, extra->v[i].name.n);
         mg_buf_add(&s->hbuf, ": ", 2);
         mg_buf_add(&s->hbuf, extra->v[i].value.p, extra->v[i].value.n);
         mg_buf_add(&s->hbuf, "\r\n", 2);
     }
-    if (!s->keepalive)
-        mg_buf_add(&s->hbuf, "Connection: close\r\n", 19);
     if (msg) {
         mg_buf_t body;
         mg_buf_init(&body);
@@ -349,12 +380,22 @@ void mg_session_local_reply_h(mg_session_t *s, int status, const char *msg, bool
     } else {
         mg_buf_add(&s->hbuf, "Content-Length: 0\r\n\r\n", 21);
     }
-    uv_buf_t b = uv_buf_init(s->hbuf.p, (unsigned)s->hbuf.len);
-    if (mg_session_client_send(s, &b, 1, 0) < 0) {
-        mg_session_close(s);
+    local_reply_send(s);
+}
+
+void mg_session_respond(mg_session_t *s, int status, const char *const *hdr_lines, size_t nhdr, const char *body,
+                        size_t blen)
+{
+    if (!local_reply_begin(s, status, false))
         return;
+    for (size_t i = 0; i < nhdr; i++) {
+        mg_buf_add(&s->hbuf, hdr_lines[i], strlen(hdr_lines[i]));
+        mg_buf_add(&s->hbuf, "\r\n", 2);
     }
-    mg_session_finish(s);
+    mg_buf_addf(&s->hbuf, "Content-Length: %zu\r\n\r\n", blen);
+    if (s->req.method_id != MG_METHOD_HEAD)
+        mg_buf_add(&s->hbuf, body ? body : "", blen);
+    local_reply_send(s);
 }
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -475,6 +516,7 @@ void mg_session_finish(mg_session_t *s)
     }
     if (s->up)
         mg_exchange_detach(s, s->up_reusable);
+    mg_exchange_release(s);
     mg_worker_t *w = s->w;
     w->requests++;
     if (mg_alog_enabled()) {
@@ -504,6 +546,7 @@ void mg_session_finish(mg_session_t *s)
     s->resp_started = false;
     s->retried = false;
     s->route = NULL;
+    s->rl = NULL;
     s->ep = NULL;
     s->bytes_in = s->bytes_out = 0;
     if (!s->keepalive || w->draining || (s->client_eof && s->rpos == s->rlen)) {

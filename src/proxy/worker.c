@@ -31,6 +31,39 @@ struct mg_server {
     pthread_mutex_t lock; /* guards `current` ref handoff */
 };
 
+/* ---- rate limiting: process-wide state ---- */
+
+/* The local rate-limit table is shared by every worker and every config
+ * generation (buckets survive reloads); it is sized once, from the config
+ * the server starts with. */
+static mg_rl_local_t *g_rl_local;
+
+mg_rl_local_t *mg_proxy_rl_local(void) { return g_rl_local; }
+
+/* Redis address resolved on the control thread (the client wants numbers). */
+static int resolve_redis(mg_snapshot_t *s, char *err, size_t errlen)
+{
+    const mg_config_t *cfg = s->cfg;
+    if (!cfg->redis.enabled)
+        return 0;
+    struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res = NULL;
+    int rc = getaddrinfo(cfg->redis.host, NULL, &hints, &res);
+    if (rc || !res) {
+        snprintf(err, errlen, "%s:%d:%d: cannot resolve redis host '%s': %s",
+                 cfg->redis.pos.file ? cfg->redis.pos.file : "?", cfg->redis.pos.line, cfg->redis.pos.col,
+                 cfg->redis.host, gai_strerror(rc));
+        if (res)
+            freeaddrinfo(res);
+        return MG_ECONFIG;
+    }
+    if (res->ai_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)res->ai_addr)->sin6_addr, s->redis_addr, sizeof s->redis_addr);
+    else
+        inet_ntop(AF_INET, &((struct sockaddr_in *)res->ai_addr)->sin_addr, s->redis_addr, sizeof s->redis_addr);
+    freeaddrinfo(res);
+    return 0;
+}
+
 /* ---- snapshots ---- */
 
 int mg_snapshot_build(mg_config_t *cfg, mg_snapshot_t **out, char *err, size_t errlen)
@@ -45,7 +78,12 @@ int mg_snapshot_build(mg_config_t *cfg, mg_snapshot_t **out, char *err, size_t e
     int rc = mg_route_table_build(cfg, &s->routes, err, errlen);
     if (rc == 0)
         rc = mg_cluster_set_build(cfg, &s->clusters, err, errlen);
+    if (rc == 0)
+        rc = resolve_redis(s, err, errlen);
+    if (rc == 0)
+        rc = mg_resil_build(s, &s->resil, err, errlen);
     if (rc) {
+        mg_cluster_set_free(&s->clusters);
         if (s->routes)
             mg_route_table_free(s->routes);
         mg_config_free(cfg);
@@ -65,6 +103,7 @@ void mg_snapshot_unref(mg_snapshot_t *s)
 {
     if (!s || atomic_fetch_sub(&s->refs, 1) != 1)
         return;
+    mg_resil_release(&s->resil);
     mg_route_table_free(s->routes);
     mg_cluster_set_free(&s->clusters);
     mg_config_free(s->cfg);
@@ -173,6 +212,10 @@ static void worker_maybe_exit(mg_worker_t *w)
     if (!w->draining || w->nsessions > 0)
         return;
     mg_pool_close_all(w);
+    if (w->rl_redis) {
+        mg_rl_redis_close(w->rl_redis);
+        w->rl_redis = NULL;
+    }
     uv_timer_stop(&w->drain_timer);
     uv_close((uv_handle_t *)&w->drain_timer, close_free_cb);
     uv_close((uv_handle_t *)&w->flush_timer, close_free_cb);
@@ -243,6 +286,15 @@ static void worker_main(void *arg)
             rc = uv_listen((uv_stream_t *)&w->listeners[i], 4096, on_connection);
         if (rc)
             mg_error("worker %u: listen: %s", w->id, uv_strerror(rc));
+    }
+    const mg_snapshot_t *snap = w->cur->snap;
+    if (snap->cfg->redis.enabled) {
+        mg_rl_redis_opts_t o = { .host = snap->redis_addr, .port = snap->cfg->redis.port,
+                                 .timeout_ms = snap->cfg->redis.timeout_ms };
+        int rc = mg_rl_redis_new(&w->loop, &o, &w->rl_redis);
+        if (rc)
+            mg_error("worker %u: redis client for %s:%u: %s; rate limits use the local table", w->id,
+                     snap->redis_addr, snap->cfg->redis.port, mg_strerror(rc));
     }
     uv_run(&w->loop, UV_RUN_DEFAULT);
     mg_alog_flush(&w->alog);
@@ -318,6 +370,16 @@ int mg_server_start(void *control_loop, mg_snapshot_t *snap, void (*on_exit)(voi
     mg_snapshot_ref(snap);
     atomic_store(&srv->current, snap);
     atomic_store(&srv->max_conns, cfg->max_connections);
+    if (!g_rl_local) {
+        mg_rl_local_opts_t lo = { .max_keys = cfg->rate_limit_max_keys };
+        int lrc = mg_rl_local_new(&lo, &g_rl_local);
+        if (lrc) {
+            snprintf(err, errlen, "rate-limit table: %s", mg_strerror(lrc));
+            free(srv->workers);
+            free(srv);
+            return lrc;
+        }
+    }
 
     int rc = 0;
     for (uint32_t i = 0; i < n && rc == 0; i++) {
