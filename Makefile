@@ -42,6 +42,8 @@ fuzz: deps
 bench: deps build
 	@BENCH=proxies bash bench/run.sh
 	@BENCH=routes ROUNDS=3 bash bench/run.sh
+	@BENCH=resilience ROUNDS=3 bash bench/run.sh
+	@BENCH=ratelimit ROUNDS=3 bash bench/run.sh
 
 clean:
 	rm -rf build build-san build-fuzz

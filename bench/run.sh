@@ -693,8 +693,89 @@ bench_routes() {
     fi
 }
 
+# base_config PORT UPSTREAM_PORT ROUTE_EXTRA CLUSTER_EXTRA: one route, one
+# cluster, with optional YAML (flow style) added to each.
+base_config() {
+    local port=$1 up=$2 rextra=${3:-} cextra=${4:-} top=${5:-}
+    printf 'listen: 127.0.0.1:%s\nadmin: off\nworkers: 1\naccess_log: off\n%s' "$port" "$top"
+    printf 'routes:\n  - {id: users, path: /api/users/**, to: user-service%s}\n' "$rextra"
+    printf 'clusters:\n  user-service: {endpoints: [127.0.0.1:%s]%s}\n' "$up" "$cextra"
+}
+
+# compare_report A B LABEL: table of two meshgate configs and the B/A ratio
+# against the 0.95 target.
+compare_report() {
+    local a=$1 b=$2 label=$3 rep="$TMP/report.txt" r
+    {
+        header
+        echo
+        table "${T_ORDER[@]}"
+        r=$(ratio "${M_RPC[$b]}" "${M_RPC[$a]}")
+        echo
+        echo "targets:"
+        printf '  req/CPU-s %s = %5s  (target >= 0.95)  %s\n' "$label" "$r" "$(pass "$r" '>=' 0.95)"
+        if [ -n "${4:-}" ] && [ -n "${T_URL[$4]:-}" ]; then
+            printf '  req/CPU-s %s ÷ %s = %5s  (reported)\n' "$4" "$a" "$(ratio "${M_RPC[$4]}" "${M_RPC[$a]}")"
+        fi
+    } > "$rep"
+    echo
+    cat "$rep"
+    write_results "$rep"
+    if awk -F'\t' '$10 != "OK" { bad = 1 } END { exit !bad }' "$RAW"; then
+        log "some runs had errors (ERR); exit status 3"
+        exit 3
+    fi
+}
+
+# BENCH=resilience: breaker, bulkhead, retry and outlier detection
+# configured but idle (nothing fails) against the same route without them.
+bench_resilience() {
+    need_port "$UPSTREAM_PORT" upstream
+    check_quiet
+    start_upstream
+    base_config "$((BASE_PORT + 1))" "$UPSTREAM_PORT" > "$TMP/plain.yaml"
+    base_config "$((BASE_PORT + 3))" "$UPSTREAM_PORT" \
+        ', circuit_breaker: {sliding_window_size: 100, minimum_calls: 20, failure_rate_threshold: 50}, retry: {attempts: 2, retry_on: [gateway-error]}' \
+        ', connection_pool: {max_requests: 100000, max_pending: 100000, max_connections: 100000}, outlier_detection: {consecutive_5xx: 5, interval: 10s}' \
+        > "$TMP/resilient.yaml"
+    start_meshgate plain "$TMP/plain.yaml" "$((BASE_PORT + 1))"
+    start_meshgate resilient "$TMP/resilient.yaml" "$((BASE_PORT + 3))"
+    log "targets: ${T_ORDER[*]}; $ROUNDS rounds x ${DURATION}s each"
+    run_rounds "${T_ORDER[@]}"
+    compare_report plain resilient "resilience on ÷ off"
+}
+
+# BENCH=ratelimit: a limiter that never denies (local table, and Redis when
+# redis-server is installed) against the same route without one.
+bench_ratelimit() {
+    need_port "$UPSTREAM_PORT" upstream
+    check_quiet
+    start_upstream
+    local rl=', rate_limit: {rate: 10000000, burst: 10000000}'
+    base_config "$((BASE_PORT + 1))" "$UPSTREAM_PORT" > "$TMP/nolimit.yaml"
+    base_config "$((BASE_PORT + 3))" "$UPSTREAM_PORT" "$rl" > "$TMP/local.yaml"
+    start_meshgate nolimit "$TMP/nolimit.yaml" "$((BASE_PORT + 1))"
+    start_meshgate local-limit "$TMP/local.yaml" "$((BASE_PORT + 3))"
+    local redis_port=$((BASE_PORT + 5))
+    if [ -x /usr/bin/redis-server ] && ! port_busy "$redis_port"; then
+        spawn redis "$CPU_UPSTREAM" /usr/bin/redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no
+        local i
+        for i in $(seq 50); do port_busy "$redis_port" && break; sleep 0.1; done
+        base_config "$((BASE_PORT + 4))" "$UPSTREAM_PORT" "$rl" "" "redis: {url: redis://127.0.0.1:$redis_port}"$'\n' \
+            > "$TMP/redis.yaml"
+        start_meshgate redis-limit "$TMP/redis.yaml" "$((BASE_PORT + 4))"
+    else
+        log "redis-server not available: Redis backend not measured"
+    fi
+    log "targets: ${T_ORDER[*]}; $ROUNDS rounds x ${DURATION}s each"
+    run_rounds "${T_ORDER[@]}"
+    compare_report nolimit local-limit "local limiter on ÷ off" redis-limit
+}
+
 case $BENCH in
 proxies) bench_proxies ;;
 routes) bench_routes ;;
-*) die "unknown BENCH=$BENCH (available: proxies, routes)" ;;
+resilience) bench_resilience ;;
+ratelimit) bench_ratelimit ;;
+*) die "unknown BENCH=$BENCH (available: proxies, routes, resilience, ratelimit)" ;;
 esac
