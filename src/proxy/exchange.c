@@ -309,11 +309,7 @@ static void exchange_to_cluster(mg_session_t *s)
     s->crt = crt;
     if (!s->bh) {
         if (mg_bulkhead_request_enter(crt->bulkhead, w->id) != 0) {
-            attempt_done(s, MG_UP_CANCELLED, 0);
-            mg_hdr_list_t extra = { 0 };
-            mg_hdr_add(s->arena, &extra, MG_SLICE_LIT("x-meshgate-overflow"),
-                       mg_slice_cstr(mg_overflow_name(MG_OVERFLOW_REQUESTS)));
-            mg_session_local_reply_h(s, 503, "cluster overloaded (max_requests)", s->rq != RQ_DONE, &extra);
+            mg_exchange_overflow(s, MG_OVERFLOW_REQUESTS);
             return;
         }
         s->bh = crt->bulkhead;
@@ -340,6 +336,18 @@ static void exchange_to_cluster(mg_session_t *s)
     }
     s->rs = RS_CONNECT;
     mg_pool_acquire(w, s, s->ep, false);
+}
+
+void mg_exchange_overflow(mg_session_t *s, mg_overflow_t which)
+{
+    static const char *const msg[MG_OVERFLOW_N] = {
+        "", "cluster overloaded (max_requests)", "cluster overloaded (max_pending)",
+        "no upstream connection free in time (max_connections)",
+    };
+    attempt_done(s, MG_UP_CANCELLED, 0);
+    mg_hdr_list_t extra = { 0 };
+    mg_hdr_add(s->arena, &extra, MG_SLICE_LIT("x-meshgate-overflow"), mg_slice_cstr(mg_overflow_name(which)));
+    mg_session_local_reply_h(s, 503, msg[which], s->rq != RQ_DONE, &extra);
 }
 
 /* A native `respond:` route: meshgate answers (fallback targets, stubs). */
@@ -539,6 +547,11 @@ static mg_cb_outcome_t attempt_done(mg_session_t *s, mg_up_result_t r, int statu
 /* The exchange is over: give back what it held. Idempotent. */
 void mg_exchange_release(mg_session_t *s)
 {
+    mg_pool_cancel_wait(s);
+    if (s->bh_pending && s->crt) {
+        mg_bulkhead_pending_leave(s->crt->bulkhead);
+        s->bh_pending = false;
+    }
     if (s->cb)
         attempt_done(s, MG_UP_CANCELLED, 0);
     if (s->in_retry && s->crt) {

@@ -8,6 +8,8 @@
 #include "core/log.h"
 #include "proxy/proxy_int.h"
 
+static void wake_waiter(mg_worker_t *w, uint32_t ep_index);
+
 static void on_up_closed(uv_handle_t *h)
 {
     mg_upconn_t *up = h->data;
@@ -43,6 +45,11 @@ void mg_upconn_close(mg_upconn_t *up)
     up->owner = NULL;
     uv_close((uv_handle_t *)&up->tcp, on_up_closed);
     uv_close((uv_handle_t *)&up->timer, on_up_closed);
+    if (up->bh) {
+        mg_bulkhead_conn_closed(up->bh);
+        up->bh = NULL;
+        wake_waiter(up->w, up->ep->index);
+    }
 }
 
 static void on_up_timer(uv_timer_t *t)
@@ -168,6 +175,49 @@ static void attach(mg_session_t *s, mg_upconn_t *up)
     atomic_fetch_add_explicit(&up->ep->w[s->w->id].active, 1, memory_order_relaxed);
 }
 
+/* A session waiting for a connection slot (bulkhead max_connections). */
+static void wait_unlink(mg_pool_t *p, mg_session_t *s)
+{
+    for (mg_session_t **pp = &p->waiters; *pp; pp = &(*pp)->wait_next) {
+        if (*pp == s) {
+            *pp = s->wait_next;
+            break;
+        }
+    }
+    s->wait_next = NULL;
+    s->wait_ep = NULL;
+}
+
+/* Called when a connection of this worker to ep is released or closed:
+ * the first waiter tries again (an idle connection, or a free slot). */
+static void wake_waiter(mg_worker_t *w, uint32_t ep_index)
+{
+    mg_pool_t *p = mg_worker_pool(w, ep_index);
+    mg_session_t *s = p ? p->waiters : NULL;
+    if (!s)
+        return;
+    const mg_endpoint_t *ep = s->wait_ep;
+    wait_unlink(p, s);
+    mg_pool_acquire(w, s, ep, false);
+}
+
+void mg_pool_cancel_wait(mg_session_t *s)
+{
+    if (!s->wait_ep)
+        return;
+    mg_pool_t *p = mg_worker_pool(s->w, s->wait_ep->stats->index);
+    if (p)
+        wait_unlink(p, s);
+}
+
+static void pending_leave(mg_session_t *s)
+{
+    if (s->bh_pending && s->crt) {
+        mg_bulkhead_pending_leave(s->crt->bulkhead);
+        s->bh_pending = false;
+    }
+}
+
 void mg_pool_acquire(mg_worker_t *w, mg_session_t *s, const mg_endpoint_t *ep, bool fresh)
 {
     mg_pool_t *p = mg_worker_pool(w, ep->stats->index);
@@ -177,6 +227,7 @@ void mg_pool_acquire(mg_worker_t *w, mg_session_t *s, const mg_endpoint_t *ep, b
         mg_upconn_timer(up, UT_NONE, 0);
         up->reused = true;
         up->rpos = up->rlen = 0;
+        pending_leave(s);
         attach(s, up);
         mg_exchange_up_ready(s, 0);
         return;
@@ -185,10 +236,48 @@ void mg_pool_acquire(mg_worker_t *w, mg_session_t *s, const mg_endpoint_t *ep, b
     const mg_cluster_cfg_t *cc = s->route && !s->route->cfg->respond
                                      ? s->ws->snap->clusters.clusters[s->route->cfg->cluster_index].cfg
                                      : NULL;
+    uint32_t cto = s->route && s->route->cfg->connect_timeout_ms ? s->route->cfg->connect_timeout_ms
+                   : cc && cc->connect_timeout_ms                ? cc->connect_timeout_ms
+                                                                 : cfg->connect_timeout_ms;
+    mg_bulkhead_t *bh = s->crt ? s->crt->bulkhead : NULL;
+    if (bh) {
+        /* Envoy connection-pool semantics: a request waiting for a new
+         * connection is pending (max_pending overflows at once); a
+         * connection beyond max_connections is not opened, the request
+         * waits for one of this worker's connections to come free, bounded
+         * by the connect timeout. */
+        if (!s->bh_pending) {
+            if (mg_bulkhead_pending_enter(bh, w->id) != 0) {
+                mg_exchange_overflow(s, MG_OVERFLOW_PENDING);
+                return;
+            }
+            s->bh_pending = true;
+            s->wait_deadline = uv_now(&w->loop) + cto;
+        }
+        if (!mg_bulkhead_conn_open(bh, w->id)) {
+            uint64_t now = uv_now(&w->loop);
+            if (!p || now >= s->wait_deadline) {
+                pending_leave(s);
+                mg_exchange_overflow(s, MG_OVERFLOW_CONNECTIONS);
+                return;
+            }
+            s->wait_ep = ep;
+            s->wait_next = NULL;
+            mg_session_t **tail = &p->waiters;
+            while (*tail)
+                tail = &(*tail)->wait_next;
+            *tail = s;
+            mg_session_timer(s, ST_CONNWAIT, s->wait_deadline - now);
+            return;
+        }
+    }
+    pending_leave(s);
     mg_upconn_t *up = calloc(1, sizeof *up);
     char *rbuf = up ? malloc(MG_RBUF_SIZE) : NULL;
     if (!rbuf) {
         free(up);
+        if (bh)
+            mg_bulkhead_conn_closed(bh);
         mg_exchange_up_ready(s, UV_ENOMEM);
         return;
     }
@@ -196,6 +285,7 @@ void mg_pool_acquire(mg_worker_t *w, mg_session_t *s, const mg_endpoint_t *ep, b
     up->rcap = MG_RBUF_SIZE;
     up->w = w;
     up->ep = ep->stats;
+    up->bh = bh;
     uv_tcp_init(&w->loop, &up->tcp);
     uv_timer_init(&w->loop, &up->timer);
     up->tcp.data = up;
@@ -209,9 +299,6 @@ void mg_pool_acquire(mg_worker_t *w, mg_session_t *s, const mg_endpoint_t *ep, b
         mg_exchange_up_ready(s, rc);
         return;
     }
-    uint32_t cto = s->route && s->route->cfg->connect_timeout_ms ? s->route->cfg->connect_timeout_ms
-                   : cc && cc->connect_timeout_ms                ? cc->connect_timeout_ms
-                                                                 : cfg->connect_timeout_ms;
     mg_upconn_timer(up, UT_CONNECT, cto);
 }
 
@@ -243,6 +330,7 @@ void mg_pool_release(mg_upconn_t *up, bool reuse, uint32_t max_idle, uint64_t id
     mg_upconn_read(up, true);
     if (idle_ms)
         mg_upconn_timer(up, UT_IDLE, idle_ms);
+    wake_waiter(w, up->ep->index);
 }
 
 void mg_pool_close_all(mg_worker_t *w)

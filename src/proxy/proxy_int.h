@@ -40,6 +40,7 @@ typedef struct {
     mg_upconn_t *idle; /* LIFO list of idle connections */
     uint32_t nidle;
     uint32_t nactive;  /* requests in flight to this endpoint, for least_request */
+    mg_session_t *waiters; /* FIFO of sessions waiting for a connection slot */
 } mg_pool_t;
 
 struct mg_worker {
@@ -74,7 +75,7 @@ struct mg_worker {
 
 typedef enum { RQ_IDLE, RQ_HEAD, RQ_BODY, RQ_DONE } mg_rq_state_t;
 typedef enum { RS_NONE, RS_CONNECT, RS_WAIT, RS_BODY, RS_DONE } mg_rs_state_t;
-typedef enum { ST_NONE, ST_IDLE, ST_HEADER, ST_BODY, ST_SEND, ST_RETRY } mg_stimer_t;
+typedef enum { ST_NONE, ST_IDLE, ST_HEADER, ST_BODY, ST_SEND, ST_RETRY, ST_CONNWAIT } mg_stimer_t;
 typedef enum { UT_NONE, UT_CONNECT, UT_RESPONSE, UT_BODY, UT_IDLE } mg_utimer_t;
 
 /* Frames one direction's body: decodes the inbound framing and re-encodes
@@ -103,6 +104,7 @@ struct mg_upconn {
     mg_utimer_t tstate;
     uint64_t deadline, armed; /* lazy timer (loop ms); 0 = none */
     uint32_t served;          /* exchanges completed on this connection */
+    mg_bulkhead_t *bh;        /* counted in this bulkhead's connections (until closed) */
     bool connected, in_pool, reading, closing, reused;
     int open_handles;
 };
@@ -141,6 +143,10 @@ struct mg_session {
     uint32_t ep_idx, avoid_ep;
     uint32_t attempts, retries, fallback_depth, last_backoff;
     bool in_retry;         /* holds a retry-budget slot */
+    bool bh_pending;       /* counted as pending (waiting for a connection) */
+    mg_session_t *wait_next;         /* in a pool's waiters list */
+    const mg_endpoint_t *wait_ep;    /* ... of this endpoint */
+    uint64_t wait_deadline;
     uint64_t t_attempt, deadline_ms;
     mg_rq_state_t rq;
     mg_rs_state_t rs;
@@ -214,5 +220,8 @@ void mg_upconn_close(mg_upconn_t *up);
 void mg_upconn_timer(mg_upconn_t *up, mg_utimer_t t, uint64_t ms);
 void mg_upconn_read(mg_upconn_t *up, bool on);
 void mg_pool_close_all(mg_worker_t *w);
+void mg_pool_cancel_wait(mg_session_t *s); /* leave a waiters list, if in one */
+/* Answer 503 with x-meshgate-overflow for a bulkhead limit. */
+void mg_exchange_overflow(mg_session_t *s, mg_overflow_t which);
 
 #endif

@@ -191,6 +191,11 @@ static void on_timer(uv_timer_t *t)
         s->tstate = ST_NONE;
         mg_exchange_retry_timer(s);
         return;
+    case ST_CONNWAIT:
+        s->tstate = ST_NONE;
+        mg_pool_cancel_wait(s);
+        mg_exchange_overflow(s, MG_OVERFLOW_CONNECTIONS);
+        return;
     case ST_SEND:
     case ST_NONE:
         mg_session_close(s);
@@ -328,8 +333,9 @@ static bool local_reply_begin(mg_session_t *s, int status, bool close)
         mg_session_close(s);
         return false;
     }
-    if (s->tstate == ST_RETRY)
+    if (s->tstate == ST_RETRY || s->tstate == ST_CONNWAIT)
         mg_session_timer(s, ST_NONE, 0);
+    mg_pool_cancel_wait(s);
     if (close || s->rq != RQ_DONE)
         s->keepalive = false;
     s->rq = RQ_DONE;

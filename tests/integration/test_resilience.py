@@ -143,3 +143,29 @@ def test_failing_endpoint_is_ejected_and_returns(mg, upstream_factory):
     time.sleep(1.5)
     assert wait_until(lambda: any(http_request(m.port, "GET", "/api/x").header("X-Upstream") == "bad"
                                   for _ in range(4)), 5)
+
+
+def test_max_connections_queues_then_max_pending_overflows(mg, upstream_factory):
+    def slow(ctx, req):
+        time.sleep(0.8)
+        send_response(ctx, 200, [], b"slow\n")
+        return True
+    s = upstream_factory(slow, name="slow")
+    m = mg(routes=[{"id": "slow", "path": "/slow/**", "to": "slow"}],
+           clusters={"slow": cluster(s, connect_timeout="3s",
+                                     connection_pool={"max_connections": 1, "max_pending": 1})}, workers=1)
+    results = []
+    def get():
+        results.append(http_request(m.port, "GET", "/slow/x", timeout=10))
+    t1 = threading.Thread(target=get)
+    t1.start()
+    assert s.wait_heads(1, 5)
+    t2 = threading.Thread(target=get)     # waits for the one connection
+    t2.start()
+    time.sleep(0.2)
+    r = http_request(m.port, "GET", "/slow/x")  # a second pending one: overflow
+    assert r.status == 503 and r.header("x-meshgate-overflow") == "max_pending", r
+    t1.join(10)
+    t2.join(10)
+    assert [x.status for x in results] == [200, 200]
+    assert s.conn_count == 1, "max_connections 1: the waiting request reuses the one connection"
