@@ -18,6 +18,7 @@
 #include "core/log.h"
 #include "obs/accesslog.h"
 #include "proxy/proxy.h"
+#include "cluster/health.h"
 #include "ratelimit/limiter.h"
 
 #define MAX_FILES 32
@@ -28,6 +29,7 @@ static struct {
     size_t nfiles;
     mg_server_t *srv;
     mg_admin_t *admin;
+    mg_health_t *health;
     uv_signal_t sighup, sigterm, sigint;
     uv_timer_t tick; /* timed breaker transitions, outlier sweeps */
     bool stopping;
@@ -76,6 +78,8 @@ static void on_server_exit(void *arg)
     uv_close((uv_handle_t *)&G.sigterm, NULL);
     uv_close((uv_handle_t *)&G.sigint, NULL);
     mg_admin_stop(G.admin);
+    mg_health_stop(G.health);
+    G.health = NULL;
 }
 
 static void on_signal(uv_signal_t *h, int sig)
@@ -94,6 +98,8 @@ static void on_signal(uv_signal_t *h, int sig)
         if (snap->cfg->workers != mg_server_workers(G.srv))
             mg_warn("reload: 'workers' changed; it takes effect only at restart");
         mg_server_swap(G.srv, snap);
+        if (G.health)
+            mg_health_update(G.health, snap);
         mg_info("reloaded config (generation %llu, %zu routes, %zu clusters)",
                 (unsigned long long)snap->generation, snap->cfg->nroutes, snap->cfg->nclusters);
         mg_snapshot_unref(snap);
@@ -198,6 +204,9 @@ static int cmd_run(void)
         mg_snapshot_unref(snap);
         return 1;
     }
+    G.health = mg_health_new(G.loop);
+    if (G.health)
+        mg_health_update(G.health, snap);
     if (cfg->admin_enabled) {
         rc = mg_admin_start(G.loop, G.srv, cfg, &G.admin, err, sizeof err);
         if (rc) {

@@ -1,6 +1,7 @@
 /* admin: see admin.h. One request per connection (Connection: close) keeps
  * this tiny; it parses requests with the same strict parser as the proxy. */
 #include "admin/admin.h"
+#include "cluster/health.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -159,6 +160,8 @@ static void get_clusters(admin_conn_t *c, mg_snapshot_t *snap)
                         ",\"connections_opened\":%" PRIu64 ",\"failures\":%" PRIu64,
                         idle, active, reqs, conns, fails);
             const mg_outlier_t *od = i < snap->resil.nclusters ? snap->resil.clusters[i].outlier : NULL;
+            /* healthy: in rotation (not ejected, and passing active checks) */
+            bool hc_ok = !cl->cfg->has_health || mg_ep_hc_usable(st);
             if (od && j < mg_outlier_neps(od)) {
                 mg_outlier_ep_info_t oi;
                 mg_outlier_ep_info(od, j, &oi);
@@ -166,11 +169,23 @@ static void get_clusters(admin_conn_t *c, mg_snapshot_t *snap)
                 mg_buf_addf(&b,
                             ",\"healthy\":%s,\"ejected\":%s,\"ejected_for_ms\":%llu,\"times_ejected\":%llu,"
                             "\"consecutive_5xx\":%u,\"consecutive_gateway_errors\":%u",
-                            oi.ejected ? "false" : "true", oi.ejected ? "true" : "false",
+                            oi.ejected || !hc_ok ? "false" : "true", oi.ejected ? "true" : "false",
                             (unsigned long long)(oi.ejected && oi.ejected_until_ms > now ? oi.ejected_until_ms - now : 0),
                             (unsigned long long)oi.times_ejected, oi.consecutive_5xx, oi.consecutive_gateway_errors);
             } else {
-                mg_buf_lit(&b, ",\"healthy\":true,\"ejected\":false");
+                mg_buf_addf(&b, ",\"healthy\":%s,\"ejected\":false", hc_ok ? "true" : "false");
+            }
+            if (cl->cfg->has_health) {
+                uint64_t last = atomic_load_explicit(&st->hc_last_ms, memory_order_relaxed);
+                uint64_t now = mg_now_ms();
+                mg_buf_addf(&b,
+                            ",\"health\":\"%s\",\"last_check_status\":%u,\"last_check_result\":\"%s\","
+                            "\"last_check_ms_ago\":%lld,\"consecutive_check_failures\":%u",
+                            mg_hc_state_name(atomic_load_explicit(&st->hc_state, memory_order_relaxed)),
+                            (unsigned)atomic_load_explicit(&st->hc_last_status, memory_order_relaxed),
+                            mg_hc_result_name(atomic_load_explicit(&st->hc_last_result, memory_order_relaxed)),
+                            last ? (long long)(now - last) : -1LL,
+                            (unsigned)atomic_load_explicit(&st->hc_failures, memory_order_relaxed));
             }
             mg_buf_add(&b, "}", 1);
         }

@@ -32,6 +32,16 @@ typedef struct mg_ep_stats {
     uint32_t index; /* dense, process-wide; stable for the life of the process */
     char name[96];  /* "host:port" as configured */
     mg_ep_worker_stats_t *w; /* [nworkers] */
+
+    /* Active health checking (cluster/health.h). Written only by the
+     * control thread's checker of this endpoint, read by workers (relaxed
+     * loads, see mg_ep_hc_usable) and the admin API. All zero = no checker. */
+    _Atomic uint8_t hc_state;        /* MG_HC_NONE / HEALTHY / UNHEALTHY / PENDING */
+    _Atomic uint8_t hc_last_result;  /* mg_hc_result_t of the last check (0 = none yet) */
+    _Atomic uint16_t hc_last_status; /* HTTP status of the last check; 0 if none was read */
+    _Atomic uint32_t hc_failures;    /* consecutive failed checks (0 after a pass) */
+    _Atomic uint64_t hc_last_ms;     /* when the last check ended, mg_now_ms() clock (monotonic); 0 = never */
+    _Atomic uint64_t hc_checks;      /* checks completed, lifetime */
 } mg_ep_stats_t;
 
 typedef struct {

@@ -13,6 +13,7 @@
 
 #include "core/log.h"
 #include "proxy/proxy_int.h"
+#include "cluster/health.h"
 #include "ratelimit/limiter.h"
 
 static const char CRLF[] = "\r\n";
@@ -148,6 +149,8 @@ static uint32_t pick_endpoint(mg_session_t *s, const mg_cluster_t *c, size_t ci,
     for (uint32_t k = 0; k < n; k++) {
         uint32_t j = (i + k) % n;
         if (od && mg_outlier_excluded(od, j))
+            continue;
+        if (c->cfg->has_health && !mg_ep_hc_usable(c->eps[j].stats))
             continue;
         if (s->attempts > 0 && j == s->avoid_ep)
             continue;

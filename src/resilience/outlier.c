@@ -206,6 +206,29 @@ void mg_outlier_report(mg_outlier_t *d, uint32_t ep, mg_up_result_t r, int statu
         try_eject(d, ep, MG_OD_EJECT_5XX, now_ms);
 }
 
+/* Return an EJECTED host to service. The claim EJECTED -> EJECTING makes
+ * it exclusive against a concurrent sweep or un-eject (and keeps workers
+ * from re-ejecting it while the fields are reset); the release store of
+ * HEALTHY publishes them. False when ep was not (fully) ejected. */
+static bool return_to_service(mg_outlier_t *d, uint32_t i, uint64_t now_ms, bool only_if_due)
+{
+    ep_t *e = &d->eps[i];
+    uint32_t st = atomic_load_explicit(&e->state, memory_order_acquire);
+    if (st != EP_EJECTED || (only_if_due && now_ms < atomic_load_explicit(&e->ejected_until, RLX)))
+        return false; /* EJECTING: a worker is still filling it in */
+    if (!atomic_compare_exchange_strong_explicit(&e->state, &st, EP_EJECTING, memory_order_acquire, RLX))
+        return false;
+    atomic_store_explicit(&e->consec, 0, RLX); /* start clean, as Envoy */
+    atomic_store_explicit(&e->unejected_at, now_ms, RLX);
+    atomic_store_explicit(&e->ejected_until, 0, RLX);
+    atomic_store_explicit(&e->state, EP_HEALTHY, memory_order_release);
+    atomic_fetch_sub_explicit(&d->nejected, 1, RLX);
+    atomic_fetch_add_explicit(&d->unejected, 1, RLX);
+    if (d->hook)
+        d->hook(d->ud, i, MG_OD_UNEJECT, now_ms - atomic_load_explicit(&e->ejected_at, RLX), now_ms);
+    return true;
+}
+
 uint32_t mg_outlier_sweep(mg_outlier_t *d, uint64_t now_ms)
 {
     uint32_t back = 0;
@@ -219,19 +242,17 @@ uint32_t mg_outlier_sweep(mg_outlier_t *d, uint64_t now_ms)
                 atomic_compare_exchange_strong_explicit(&e->backoff, &m, m - 1, RLX, RLX);
             continue;
         }
-        if (st != EP_EJECTED || now_ms < atomic_load_explicit(&e->ejected_until, RLX))
-            continue; /* EJECTING: a worker is still filling it in */
-        atomic_store_explicit(&e->consec, 0, RLX); /* start clean, as Envoy */
-        atomic_store_explicit(&e->unejected_at, now_ms, RLX);
-        atomic_store_explicit(&e->ejected_until, 0, RLX);
-        atomic_store_explicit(&e->state, EP_HEALTHY, memory_order_release);
-        atomic_fetch_sub_explicit(&d->nejected, 1, RLX);
-        atomic_fetch_add_explicit(&d->unejected, 1, RLX);
-        back++;
-        if (d->hook)
-            d->hook(d->ud, i, MG_OD_UNEJECT, now_ms - atomic_load_explicit(&e->ejected_at, RLX), now_ms);
+        if (return_to_service(d, i, now_ms, true))
+            back++;
     }
     return back;
+}
+
+bool mg_outlier_uneject(mg_outlier_t *d, uint32_t ep, uint64_t now_ms)
+{
+    if (!d || ep >= d->neps)
+        return false;
+    return return_to_service(d, ep, now_ms, false);
 }
 
 void mg_outlier_ep_info(const mg_outlier_t *d, uint32_t ep, mg_outlier_ep_info_t *out)

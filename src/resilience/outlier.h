@@ -101,6 +101,16 @@ bool mg_outlier_panic(const mg_outlier_t *d);
  * Returns the number of hosts returned to service. */
 uint32_t mg_outlier_sweep(mg_outlier_t *d, uint64_t now_ms);
 
+/* Active health checking passed for ep: return it to service now if it is
+ * ejected (Envoy's outlier_detection.successful_active_health_check_uneject_host,
+ * default true). Like a sweep that found the time up: consecutive counters
+ * restart, the multiplier is kept (and decays as usual), the hook gets
+ * MG_OD_UNEJECT. Any thread; safe against concurrent sweeps, reports and
+ * other un-ejects (one CAS claims the host). True when it was un-ejected;
+ * false when ep was in rotation, is being ejected right now, or is out of
+ * range (d may be NULL). */
+bool mg_outlier_uneject(mg_outlier_t *d, uint32_t ep, uint64_t now_ms);
+
 typedef struct {
     bool ejected;               /* out of rotation (panic aside) */
     uint64_t ejected_at_ms;     /* last ejection, 0 = never */
