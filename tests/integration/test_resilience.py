@@ -169,3 +169,85 @@ def test_max_connections_queues_then_max_pending_overflows(mg, upstream_factory)
     t2.join(10)
     assert [x.status for x in results] == [200, 200]
     assert s.conn_count == 1, "max_connections 1: the waiting request reuses the one connection"
+
+
+SEED_LOCAL = """\
+server:
+  port: {port}
+management:
+  server:
+    port: {admin}
+workers: 2
+spring:
+  cloud:
+    discovery:
+      client:
+        simple:
+          instances:
+            user-service:
+              - uri: http://{users}
+            order-service:
+              - uri: http://{orders}
+resilience4j:
+  circuitbreaker:
+    instances:
+      user-service-cb:
+        slidingWindowSize: 4
+        minimumNumberOfCalls: 4
+        failureRateThreshold: 50
+        waitDurationInOpenState: 1s
+        permittedNumberOfCallsInHalfOpenState: 1
+routes:
+  - id: user-service-fallback
+    path: /fallback/users
+    respond:
+      status: 503
+      headers: {{Content-Type: application/json}}
+      body: '{{"error": "user-service is unavailable", "status": 503}}'
+"""
+
+
+def test_seed_verbatim_breaker_serves_its_fallback_then_recovers(tmp_path, mg, upstream_factory):
+    """The seed's first YAML block, untouched, plus a local file: traffic
+    reaches user-service as /42 with X-Service-Name; when user-service fails
+    the breaker opens and the seed's forward:/fallback/users answers; after
+    the wait one trial call closes it again."""
+    import os
+    from conftest import Meshgate
+    seed = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "seed-gateway.yaml")
+    box = [200]
+
+    def users_handler(ctx, req):
+        if box[0] != 200:
+            ctx.reset()  # an upstream dying on every call
+            return False
+        send_response(ctx, 200, [("X-Upstream", "users")], ("path=%s name=%s" % (
+            req.path, req.header("X-Service-Name"))).encode())
+        return True
+    users = upstream_factory(users_handler, name="users")
+    orders = upstream_factory(name="orders")
+    port, admin = free_port(), free_port()
+    m = Meshgate(tmp_path, open(seed).read(), name="seed")
+    local = tmp_path / "local.yaml"
+    local.write_text(SEED_LOCAL.format(port=port, admin=admin, users=users.addr, orders=orders.addr))
+    m.config = {"listen": f"127.0.0.1:{port}", "admin": f"127.0.0.1:{admin}"}
+    m.start(extra_args=("-c", str(local)))
+    try:
+        r = http_request(port, "GET", "/api/users/42")
+        assert r.status == 200 and r.body == b"path=/42 name=user-service", r
+        box[0] = 0
+        for _ in range(4):
+            r = http_request(port, "GET", "/api/users/42")
+            assert r.status == 503 and b"user-service is unavailable" in r.body, r
+        assert wait_until(lambda: breaker(m, "user-service-cb")["state"] == "OPEN", 2)
+        n = len(users.heads)
+        r = http_request(port, "GET", "/api/users/42")
+        assert r.status == 503 and b"unavailable" in r.body
+        assert len(users.heads) == n, "the open breaker must not call user-service"
+        box[0] = 200
+        time.sleep(1.2)
+        r = http_request(port, "GET", "/api/users/42")
+        assert r.status == 200 and r.body == b"path=/42 name=user-service", r
+        assert wait_until(lambda: breaker(m, "user-service-cb")["state"] == "CLOSED", 2)
+    finally:
+        m.stop()
