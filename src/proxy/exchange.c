@@ -440,6 +440,10 @@ void mg_exchange_start(mg_session_t *s, size_t head_len)
         s->keepalive = false;
 
     s->rpos += head_len;
+    /* A small Content-Length body already in the read buffer is kept there
+     * (not compacted away) so a retry or fallback can send it again. */
+    s->body_start = s->rpos;
+    s->body_buffered = m->body == MG_BODY_LENGTH && m->content_length > 0 && s->rlen - s->rpos >= m->content_length;
     bool has_body = !(m->body == MG_BODY_NONE || (m->body == MG_BODY_LENGTH && m->content_length == 0));
     s->rq = has_body ? RQ_BODY : RQ_DONE;
     s->rs = RS_NONE;
@@ -579,10 +583,22 @@ static const char *exception_type(mg_up_result_t r)
     }
 }
 
+/* Can the request be sent again? Without a body, or with a body still
+ * whole in the read buffer (bounded by the buffer size), or when no body
+ * byte has been forwarded yet. */
 static bool request_replayable(const mg_session_t *s)
 {
-    return s->reqp.payload == 0 && (s->req.body == MG_BODY_NONE ||
-                                    (s->req.body == MG_BODY_LENGTH && s->req.content_length == 0));
+    bool no_body = s->req.body == MG_BODY_NONE || (s->req.body == MG_BODY_LENGTH && s->req.content_length == 0);
+    return no_body || s->body_buffered || s->reqp.payload == 0;
+}
+
+/* Before another attempt: the kept body is sent from its start again. */
+static void rewind_body(mg_session_t *s)
+{
+    if (!s->body_buffered || s->reqp.payload == 0)
+        return;
+    s->rpos = s->body_start;
+    s->rq = RQ_BODY;
 }
 
 static void exchange_to_cluster(mg_session_t *s);
@@ -625,6 +641,7 @@ static bool try_fallback(mg_session_t *s, const char *exc_type, const char *exc_
     }
     s->rs = RS_NONE;
     mg_http_msg_reset(&s->resp);
+    rewind_body(s);
     exchange_to_cluster(s);
     return true;
 }
@@ -695,6 +712,7 @@ static void upstream_fail_r(mg_session_t *s, mg_up_result_t res, int status, con
  * cluster has more than one. */
 static void on_retry_timer(mg_session_t *s)
 {
+    rewind_body(s);
     s->attempts++;
     s->avoid_ep = s->ep_idx;
     exchange_to_cluster(s);

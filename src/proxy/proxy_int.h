@@ -144,6 +144,8 @@ struct mg_session {
     uint32_t attempts, retries, fallback_depth, last_backoff;
     bool in_retry;         /* holds a retry-budget slot */
     bool bh_pending;       /* counted as pending (waiting for a connection) */
+    bool body_buffered;    /* the whole body sits in rbuf from body_start: replayable */
+    size_t body_start;
     mg_session_t *wait_next;         /* in a pool's waiters list */
     const mg_endpoint_t *wait_ep;    /* ... of this endpoint */
     uint64_t wait_deadline;

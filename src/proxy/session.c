@@ -408,7 +408,7 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     (void)suggested;
     mg_session_t *s = h->data;
-    if (s->rlen == s->rcap && s->rpos > 0 && !s->uw_pending) {
+    if (s->rlen == s->rcap && s->rpos > 0 && !s->uw_pending && !(s->exchange && s->body_buffered)) {
         memmove(s->rbuf, s->rbuf + s->rpos, s->rlen - s->rpos);
         s->rlen -= s->rpos;
         s->rpos = 0;

@@ -113,13 +113,18 @@ def test_get_is_retried_on_another_endpoint_post_is_not(mg, upstream_factory):
     bad = upstream_factory(status_handler([503]), name="bad")
     good = upstream_factory(status_handler([200]), name="good")
     m = mg(routes=[{"id": "r", "path": "/api/**", "to": "pair",
-                    "retry": {"attempts": 2, "retry_on": ["5xx"]}}],
+                    "retry": {"attempts": 2, "retry_on": ["5xx"], "methods": ["GET", "PUT"]}}],
            clusters={"pair": cluster(bad, good, lb="round_robin")}, workers=1)
     for _ in range(6):
         r = http_request(m.port, "GET", "/api/x")
         assert r.status == 200 and r.header("X-Upstream") == "good", r
     posts = [http_request(m.port, "POST", "/api/x", body=b"data").status for _ in range(4)]
     assert 503 in posts, "a POST must not be retried"
+    # an idempotent PUT with a small body is replayed whole on the other endpoint
+    for _ in range(4):
+        r = http_request(m.port, "PUT", "/api/x", body=b"x" * 5000)
+        assert r.status == 200 and r.header("X-Upstream") == "good", r
+    assert all(q.body_len == 5000 for q in good.requests if q.method == "PUT")
 
 
 def test_failing_endpoint_is_ejected_and_returns(mg, upstream_factory):
