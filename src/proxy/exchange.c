@@ -295,7 +295,10 @@ static void exchange_to_cluster(mg_session_t *s)
         s->deadline_ms = now + s->response_timeout_ms;
     }
     if (c->neps == 0) {
-        mg_session_local_reply(s, 503, "no endpoint", false);
+        /* a registry-fed cluster with no passing instance (or an empty one) */
+        char msg[192];
+        snprintf(msg, sizeof msg, "no instance of service '%.120s'", c->cfg->name);
+        mg_session_local_reply(s, 503, msg, false);
         return;
     }
     /* breaker: the route's (Spring CircuitBreaker filter / native), else the cluster's */
@@ -731,29 +734,11 @@ static void on_up_write(uv_write_t *req, int status)
 static int up_send(mg_session_t *s, uv_buf_t *bufs, unsigned n, size_t consume)
 {
     mg_upconn_t *up = s->up;
-    size_t total = 0;
-    for (unsigned i = 0; i < n; i++)
-        total += bufs[i].len;
-    int w = uv_try_write((uv_stream_t *)&up->tcp, bufs, n);
-    if (w == UV_EAGAIN)
-        w = 0;
-    if (w < 0)
-        return w;
-    if ((size_t)w == total) {
-        s->rpos += consume;
-        return 0;
-    }
-    size_t off = (size_t)w;
-    unsigned i = 0;
-    while (off >= bufs[i].len) {
-        off -= bufs[i].len;
-        i++;
-    }
-    bufs[i].base += off;
-    bufs[i].len -= off;
     up->wreq.data = up;
-    int rc = uv_write(&up->wreq, (uv_stream_t *)&up->tcp, bufs + i, n - i, on_up_write);
-    if (rc < 0)
+    int rc = mg_stream_send((uv_stream_t *)&up->tcp, &up->wreq, bufs, n, on_up_write);
+    if (rc == 0)
+        s->rpos += consume;
+    if (rc != 1)
         return rc;
     s->uw_pending = true;
     s->uw_consume = consume;

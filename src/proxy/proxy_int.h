@@ -197,6 +197,7 @@ const char *mg_reason_phrase(int status);
 void mg_session_respond(mg_session_t *s, int status, const char *const *hdr_lines, size_t nhdr, const char *body,
                         size_t blen);
 int mg_session_client_send(mg_session_t *s, uv_buf_t *bufs, unsigned n, size_t consume);
+int mg_stream_send(uv_stream_t *st, uv_write_t *wr, uv_buf_t *bufs, unsigned n, uv_write_cb cb);
 void mg_session_finish(mg_session_t *s);
 
 /* exchange.c */

@@ -234,25 +234,22 @@ static void on_client_write(uv_write_t *req, int status)
     mg_session_finish(s);
 }
 
-/* Queue bufs to the client. consume: bytes of the upstream buffer that
- * become free once they are written. Returns 0 if written at once, 1 if
- * queued (the upstream is not read until then), or a negative error. */
-int mg_session_client_send(mg_session_t *s, uv_buf_t *bufs, unsigned n, size_t consume)
+/* Write bufs to st now as far as the socket takes them, and queue the rest
+ * with wr (bufs is adjusted in place; libuv copies the array). Returns 0
+ * when all was written, 1 when a write is queued (cb will run), or a
+ * negative error. */
+int mg_stream_send(uv_stream_t *st, uv_write_t *wr, uv_buf_t *bufs, unsigned n, uv_write_cb cb)
 {
     size_t total = 0;
     for (unsigned i = 0; i < n; i++)
         total += bufs[i].len;
-    s->bytes_out += total;
-    int w = uv_try_write((uv_stream_t *)&s->tcp, bufs, n);
+    int w = uv_try_write(st, bufs, n);
     if (w == UV_EAGAIN || w == UV_ENOSYS)
         w = 0;
     if (w < 0)
         return w;
-    if ((size_t)w == total) {
-        if (s->up)
-            s->up->rpos += consume;
+    if ((size_t)w == total)
         return 0;
-    }
     size_t off = (size_t)w;
     unsigned i = 0;
     while (off >= bufs[i].len) {
@@ -261,9 +258,22 @@ int mg_session_client_send(mg_session_t *s, uv_buf_t *bufs, unsigned n, size_t c
     }
     bufs[i].base += off;
     bufs[i].len -= off;
+    int rc = uv_write(wr, st, bufs + i, n - i, cb);
+    return rc < 0 ? rc : 1;
+}
+
+/* Queue bufs to the client. consume: bytes of the upstream buffer that
+ * become free once they are written. Returns 0 if written at once, 1 if
+ * queued (the upstream is not read until then), or a negative error. */
+int mg_session_client_send(mg_session_t *s, uv_buf_t *bufs, unsigned n, size_t consume)
+{
+    for (unsigned i = 0; i < n; i++)
+        s->bytes_out += bufs[i].len;
     s->wreq.data = s;
-    int rc = uv_write(&s->wreq, (uv_stream_t *)&s->tcp, bufs + i, n - i, on_client_write);
-    if (rc < 0)
+    int rc = mg_stream_send((uv_stream_t *)&s->tcp, &s->wreq, bufs, n, on_client_write);
+    if (rc == 0 && s->up)
+        s->up->rpos += consume;
+    if (rc != 1)
         return rc;
     s->cw_pending = true;
     s->cw_consume = consume;
