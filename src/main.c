@@ -6,16 +6,23 @@
  * The main thread runs the control loop: signals (SIGHUP reload, SIGTERM /
  * SIGINT drain and exit), the admin API, and config loading. Workers are
  * started by the proxy module. */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <uv.h>
 
 #include "admin/admin.h"
 #include "config/config.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "discovery/checker.h"
+#include "discovery/consul_api.h"
+#include "discovery/registry.h"
+#include "discovery/store.h"
 #include "obs/accesslog.h"
 #include "proxy/proxy.h"
 #include "cluster/health.h"
@@ -33,6 +40,16 @@ static struct {
     uv_signal_t sighup, sigterm, sigint;
     uv_timer_t tick; /* timed breaker transitions, outlier sweeps */
     bool stopping;
+    /* discovery: the embedded registry (NULL when discovery.registry is off) */
+    mg_registry_t *reg;
+    mg_store_t *store;      /* NULL when the data directory could not be opened */
+    mg_consul_api_t *consul;
+    mg_reg_checker_t *checker; /* runs the registry's HTTP/TCP checks */
+    uv_timer_t reg_tick;    /* TTL expiry every 250 ms, store sync every ~1 s */
+    unsigned reg_ticks;
+    uv_timer_t rebuild;     /* coalesced snapshot rebuild after registry changes */
+    uint64_t last_rebuild;  /* uv_now of the last rebuild */
+    bool reg_timers;
 } G;
 
 static void usage(FILE *f)
@@ -53,13 +70,149 @@ static void usage(FILE *f)
             MG_VERSION);
 }
 
+/* Build a snapshot of cfg (consumed) with the registry's passing instances. */
+static int build(mg_config_t *cfg, mg_snapshot_t **out, char *err, size_t errlen)
+{
+    mg_disco_snapshot_t *d = G.reg ? mg_registry_snapshot(G.reg, false) : NULL;
+    if (G.reg && !d)
+        mg_warn("registry snapshot: out of memory; building without registry instances");
+    int rc = mg_snapshot_build_disco(cfg, d, out, err, errlen);
+    mg_disco_snapshot_free(d);
+    return rc;
+}
+
 static int load(mg_snapshot_t **out, char *err, size_t errlen)
 {
     mg_config_t *cfg = NULL;
     int rc = mg_config_load(G.files, G.nfiles, &cfg, err, errlen);
     if (rc)
         return rc;
-    return mg_snapshot_build(cfg, out, err, errlen);
+    return build(cfg, out, err, errlen);
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- registry -> serving snapshot ---- */
+
+/* Same config, endpoints refreshed from the registry. The new snapshot
+ * shares the running one's mg_config_t (mg_config_share). */
+static void on_rebuild(uv_timer_t *t)
+{
+    (void)t;
+    if (G.stopping || !G.srv)
+        return;
+    G.last_rebuild = uv_now(G.loop);
+    mg_snapshot_t *cur = mg_server_current(G.srv);
+    char err[1024] = "";
+    mg_snapshot_t *snap = NULL;
+    int rc = build(mg_config_share(cur->cfg), &snap, err, sizeof err);
+    mg_snapshot_unref(cur);
+    if (rc) {
+        mg_error("registry change: snapshot rebuild failed: %s", err[0] ? err : mg_strerror(rc));
+        return;
+    }
+    mg_server_swap(G.srv, snap);
+    if (G.health)
+        mg_health_update(G.health, snap);
+    mg_debug("registry change: endpoints refreshed (generation %llu)", (unsigned long long)snap->generation);
+    mg_snapshot_unref(snap);
+}
+
+/* Registry listener: only schedules (at most one rebuild per 100 ms). */
+static void on_registry_event(void *ud, const mg_reg_event_t *ev)
+{
+    (void)ud;
+    if (G.checker && !G.stopping)
+        mg_reg_checker_notify(G.checker, ev);
+    if (!ev->endpoints_changed || G.stopping || !G.reg_timers || uv_is_active((uv_handle_t *)&G.rebuild))
+        return;
+    uint64_t now = uv_now(G.loop), next = G.last_rebuild + 100;
+    uv_timer_start(&G.rebuild, on_rebuild, next > now ? next - now : 0, 0);
+}
+
+static void on_reg_tick(uv_timer_t *t)
+{
+    (void)t;
+    int64_t now = (int64_t)uv_now(G.loop);
+    mg_registry_expire(G.reg, now);
+    if (G.store && ++G.reg_ticks % 4 == 0) {
+        int rc = mg_store_sync(G.store, G.reg, now, wall_ms());
+        if (rc)
+            mg_warn("registry store: sync failed: %s", mg_strerror(rc));
+    }
+}
+
+/* Registry, store (load, then write-through), Consul API. A store that
+ * cannot be opened is logged and the registry runs in memory only. */
+static int registry_start(const mg_config_t *cfg)
+{
+    if (!cfg->discovery.registry)
+        return 0;
+    mg_registry_opts_t o;
+    mg_registry_opts_default(&o);
+    o.max_instances = cfg->discovery.max_instances;
+    G.reg = mg_registry_new(&o);
+    mg_consul_opts_t co = { .token = cfg->discovery.token, .max_body = 65536, .default_wait_ms = 300000,
+                            .max_wait_ms = 600000 };
+    G.consul = G.reg ? mg_consul_api_new(G.reg, &co) : NULL;
+    if (!G.reg || !G.consul) {
+        fprintf(stderr, "meshgate: registry: out of memory\n");
+        return -ENOMEM;
+    }
+    char err[512] = "";
+    const char *dir = cfg->discovery.data_dir;
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        mg_warn("registry: cannot create data_dir %s: %s", dir, strerror(errno));
+    int rc = mg_store_open(dir, &G.store, err, sizeof err);
+    if (rc) {
+        mg_error("registry: %s: registrations are kept in memory only", err[0] ? err : mg_strerror(rc));
+        G.store = NULL;
+    } else {
+        int n = mg_store_load(G.store, G.reg, (int64_t)uv_now(G.loop), wall_ms(), err, sizeof err);
+        if (n < 0) {
+            mg_error("registry: loading %s: %s", dir, err[0] ? err : mg_strerror(n));
+        } else if (n > 0) {
+            mg_info("registry: restored %d instances from %s", n, dir);
+        }
+        mg_store_attach(G.store, G.reg);
+    }
+    mg_registry_add_listener(G.reg, on_registry_event, NULL);
+    return 0;
+}
+
+static void registry_timers_start(void)
+{
+    if (!G.reg)
+        return;
+    uv_timer_init(G.loop, &G.reg_tick);
+    uv_timer_init(G.loop, &G.rebuild);
+    uv_timer_start(&G.reg_tick, on_reg_tick, 250, 250);
+    G.reg_timers = true;
+    /* HTTP/TCP checks of registrations (those loaded from the store too) */
+    G.checker = mg_reg_checker_new(G.loop, G.reg);
+    if (G.checker)
+        mg_reg_checker_sync(G.checker);
+    else
+        mg_error("registry: out of memory; HTTP/TCP checks are not run");
+}
+
+static void registry_stop(void)
+{
+    if (G.store) {
+        int64_t now = (int64_t)uv_now(G.loop);
+        mg_store_sync(G.store, G.reg, now, wall_ms());
+        mg_store_close(G.store);
+        G.store = NULL;
+    }
+    mg_consul_api_free(G.consul);
+    G.consul = NULL;
+    mg_registry_free(G.reg);
+    G.reg = NULL;
 }
 
 static void on_tick(uv_timer_t *t)
@@ -74,6 +227,13 @@ static void on_server_exit(void *arg)
 {
     (void)arg;
     uv_close((uv_handle_t *)&G.tick, NULL);
+    if (G.reg_timers) {
+        uv_close((uv_handle_t *)&G.reg_tick, NULL);
+        uv_close((uv_handle_t *)&G.rebuild, NULL);
+        G.reg_timers = false;
+    }
+    mg_reg_checker_stop(G.checker);
+    G.checker = NULL;
     uv_close((uv_handle_t *)&G.sighup, NULL);
     uv_close((uv_handle_t *)&G.sigterm, NULL);
     uv_close((uv_handle_t *)&G.sigint, NULL);
@@ -97,6 +257,8 @@ static void on_signal(uv_signal_t *h, int sig)
         }
         if (snap->cfg->workers != mg_server_workers(G.srv))
             mg_warn("reload: 'workers' changed; it takes effect only at restart");
+        if (snap->cfg->discovery.registry != (G.reg != NULL))
+            mg_warn("reload: 'discovery.registry' changed; it takes effect only at restart");
         mg_server_swap(G.srv, snap);
         if (G.health)
             mg_health_update(G.health, snap);
@@ -191,10 +353,16 @@ static int cmd_run(void)
         mg_config_free(first);
         return 1;
     }
+    if (registry_start(first) != 0) {
+        mg_config_free(first);
+        registry_stop();
+        return 1;
+    }
     mg_snapshot_t *snap = NULL;
-    rc = mg_snapshot_build(first, &snap, err, sizeof err);
+    rc = build(first, &snap, err, sizeof err);
     if (rc) {
         fprintf(stderr, "%s\n", err[0] ? err : mg_strerror(rc));
+        registry_stop();
         return 1;
     }
     const mg_config_t *cfg = snap->cfg;
@@ -202,6 +370,7 @@ static int cmd_run(void)
     if (rc) {
         fprintf(stderr, "meshgate: %s\n", err[0] ? err : mg_strerror(rc));
         mg_snapshot_unref(snap);
+        registry_stop();
         return 1;
     }
     G.health = mg_health_new(G.loop);
@@ -212,8 +381,11 @@ static int cmd_run(void)
         if (rc) {
             fprintf(stderr, "meshgate: %s\n", err);
             mg_server_drain(G.srv, 0);
+        } else if (G.reg) {
+            mg_admin_set_discovery(G.admin, G.reg, G.consul);
         }
     }
+    registry_timers_start();
     uv_timer_init(G.loop, &G.tick);
     uv_timer_start(&G.tick, on_tick, 100, 100);
     uv_signal_init(G.loop, &G.sighup);
@@ -225,11 +397,13 @@ static int cmd_run(void)
     for (size_t i = 0; i < cfg->nlisten; i++)
         mg_info("listening on %s:%u", cfg->listen[i].host, cfg->listen[i].port);
     if (cfg->admin_enabled && G.admin)
-        mg_info("admin API on %s:%u", cfg->admin.host, cfg->admin.port);
+        mg_info("admin API on %s:%u%s", cfg->admin.host, cfg->admin.port,
+                G.reg ? " (service registry: Consul API under /v1/)" : "");
     mg_info("%u workers, %zu routes, %zu clusters", cfg->workers, cfg->nroutes, cfg->nclusters);
     mg_snapshot_unref(snap);
     uv_run(G.loop, UV_RUN_DEFAULT);
     mg_server_free(G.srv);
+    registry_stop();
     mg_alog_stop();
     uv_loop_close(G.loop);
     mg_info("stopped");

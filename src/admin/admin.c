@@ -10,11 +10,16 @@
 
 #include "core/json.h"
 #include "core/log.h"
+#include "discovery/consul_api.h"
+#include "discovery/registry.h"
 #include "http/http1.h"
 #include "obs/accesslog.h"
 #include "ratelimit/limiter.h"
 
 #define ADMIN_RBUF 16384
+#define ADMIN_MAX_BODY (1u << 20)
+
+typedef struct admin_conn admin_conn_t;
 
 struct mg_admin {
     uv_tcp_t listener;
@@ -23,9 +28,15 @@ struct mg_admin {
     uint64_t started_ns;
     int nconns;
     bool stopping;
+    /* discovery (mg_admin_set_discovery) */
+    mg_registry_t *reg;
+    mg_consul_api_t *consul;
+    uv_timer_t wake;       /* zero-delay: a registry change, check parked queries */
+    bool wake_init;
+    admin_conn_t *parked;  /* blocking queries waiting for a change */
 };
 
-typedef struct {
+struct admin_conn {
     uv_tcp_t tcp;
     uv_timer_t timer;
     uv_write_t wreq;
@@ -36,7 +47,29 @@ typedef struct {
     mg_buf_t out;
     int open;
     bool answered;
-} admin_conn_t;
+    /* request body (Content-Length), read after the head */
+    char *body;
+    size_t body_len, body_need;
+    bool reading_body;
+    /* a parked blocking query */
+    bool parked;
+    mg_consul_resp_t cresp;
+    admin_conn_t *park_prev, *park_next;
+};
+
+static void park_unlink(admin_conn_t *c)
+{
+    if (!c->parked)
+        return;
+    if (c->park_prev)
+        c->park_prev->park_next = c->park_next;
+    else
+        c->a->parked = c->park_next;
+    if (c->park_next)
+        c->park_next->park_prev = c->park_prev;
+    c->park_prev = c->park_next = NULL;
+    c->parked = false;
+}
 
 static void conn_closed(uv_handle_t *h)
 {
@@ -44,6 +77,8 @@ static void conn_closed(uv_handle_t *h)
     if (--c->open > 0)
         return;
     mg_buf_free(&c->out);
+    mg_consul_resp_free(&c->cresp);
+    free(c->body);
     c->a->nconns--;
     free(c);
 }
@@ -52,6 +87,7 @@ static void conn_close(admin_conn_t *c)
 {
     if (uv_is_closing((uv_handle_t *)&c->tcp))
         return;
+    park_unlink(c);
     uv_close((uv_handle_t *)&c->tcp, conn_closed);
     uv_close((uv_handle_t *)&c->timer, conn_closed);
 }
@@ -357,7 +393,20 @@ static void get_stats(admin_conn_t *c, mg_snapshot_t *snap)
                     (unsigned long long)k.allowed, (unsigned long long)k.denied, (unsigned long long)k.empty_key,
                     (unsigned long long)k.backend_error, (unsigned long long)k.evictions);
     }
-    mg_buf_add(&b, "}}\n", 3);
+    mg_buf_add(&b, "}", 1);
+    if (c->a->reg) {
+        const mg_registry_stats_t *rs = mg_registry_stats(c->a->reg);
+        mg_buf_addf(&b,
+                    ",\"registry\":{\"instances\":%zu,\"services\":%zu,\"index\":%llu,\"registered\":%llu,"
+                    "\"deregistered\":%llu,\"reaped\":%llu,\"ttl_expired\":%llu,\"rejected_invalid\":%llu,"
+                    "\"rejected_full\":%llu,\"persist_errors\":%llu}",
+                    mg_registry_instance_count(c->a->reg), mg_registry_service_count(c->a->reg),
+                    (unsigned long long)mg_registry_index(c->a->reg, NULL), (unsigned long long)rs->registered,
+                    (unsigned long long)rs->deregistered, (unsigned long long)rs->reaped,
+                    (unsigned long long)rs->ttl_expired, (unsigned long long)rs->rejected_invalid,
+                    (unsigned long long)rs->rejected_full, (unsigned long long)rs->persist_errors);
+    }
+    mg_buf_add(&b, "}\n", 2);
     reply(c, 200, "OK", &b);
     mg_buf_free(&b);
 }
@@ -403,9 +452,195 @@ static void get_rate_limit(admin_conn_t *c, mg_snapshot_t *snap, mg_slice_t rout
     mg_buf_free(&b);
 }
 
+/* ---- discovery: GET /registry and the Consul API ---- */
+
+static void get_registry(admin_conn_t *c)
+{
+    mg_registry_t *reg = c->a->reg;
+    int64_t now = (int64_t)uv_now(c->a->loop);
+    mg_buf_t b;
+    mg_buf_init(&b);
+    mg_buf_addf(&b, "{\"index\":%llu,\"instances\":%zu,\"services\":[",
+                (unsigned long long)mg_registry_index(reg, NULL), mg_registry_instance_count(reg));
+    size_t cur = 0;
+    mg_reg_service_view_t sv;
+    for (bool first = true; mg_registry_service_next(reg, &cur, &sv); first = false) {
+        mg_buf_addf(&b, "%s{\"name\":", first ? "" : ",");
+        mg_buf_json_str(&b, mg_slice_cstr(sv.name));
+        mg_buf_addf(&b, ",\"index\":%llu,\"instances\":[", (unsigned long long)sv.index);
+        for (size_t i = 0; i < sv.n; i++) {
+            const mg_reg_instance_t *in = sv.instances[i];
+            const mg_reg_def_t *d = &in->def;
+            mg_buf_addf(&b, "%s{\"id\":", i ? "," : "");
+            mg_buf_json_str(&b, mg_slice_cstr(d->id));
+            mg_buf_lit(&b, ",\"address\":");
+            mg_buf_json_str(&b, mg_slice_cstr(d->address && d->address[0] ? d->address
+                                                                           : mg_registry_opts(reg)->node_address));
+            mg_buf_addf(&b, ",\"port\":%u,\"status\":\"%s\",\"tags\":[", d->port,
+                        mg_check_status_name(mg_reg_instance_status(in)));
+            for (size_t k = 0; k < d->ntags; k++) {
+                if (k)
+                    mg_buf_add(&b, ",", 1);
+                mg_buf_json_str(&b, mg_slice_cstr(d->tags[k]));
+            }
+            mg_buf_lit(&b, "],\"meta\":{");
+            for (size_t k = 0; k < d->nmeta; k++) {
+                if (k)
+                    mg_buf_add(&b, ",", 1);
+                mg_buf_json_str(&b, mg_slice_cstr(d->meta[k].name));
+                mg_buf_add(&b, ":", 1);
+                mg_buf_json_str(&b, mg_slice_cstr(d->meta[k].value));
+            }
+            mg_buf_lit(&b, "},\"checks\":[");
+            for (size_t k = 0; k < d->nchecks; k++) {
+                const mg_reg_check_t *ck = &in->checks[k];
+                mg_buf_addf(&b, "%s{\"id\":", k ? "," : "");
+                mg_buf_json_str(&b, mg_slice_cstr(ck->def->id));
+                mg_buf_addf(&b, ",\"type\":\"%s\",\"status\":\"%s\",\"output\":", mg_check_kind_name(ck->def->kind),
+                            mg_check_status_name(ck->status));
+                mg_buf_json_str(&b, mg_slice_cstr(ck->output));
+                if (ck->def->kind == MG_CHECK_TTL) {
+                    /* the deadline is re-armed to now + TTL at each heartbeat */
+                    int64_t last = ck->ttl_deadline_ms - ck->def->ttl_ms;
+                    mg_buf_addf(&b, ",\"ttl_ms\":%lld,\"last_heartbeat_ms_ago\":%lld,\"expires_in_ms\":%lld",
+                                (long long)ck->def->ttl_ms, (long long)(now > last ? now - last : 0),
+                                (long long)(ck->ttl_deadline_ms > now ? ck->ttl_deadline_ms - now : 0));
+                }
+                mg_buf_add(&b, "}", 1);
+            }
+            mg_buf_add(&b, "]}", 2);
+        }
+        mg_buf_add(&b, "]}", 2);
+    }
+    mg_buf_add(&b, "]}\n", 3);
+    reply(c, 200, "OK", &b);
+    mg_buf_free(&b);
+}
+
+static const char *status_reason(int st)
+{
+    switch (st) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 411: return "Length Required";
+    case 413: return "Payload Too Large";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    default: return st < 300 ? "OK" : st < 500 ? "Client Error" : "Server Error";
+    }
+}
+
+static void consul_reply(admin_conn_t *c, const mg_consul_resp_t *r)
+{
+    mg_buf_t *o = &c->out;
+    o->len = 0;
+    mg_buf_addf(o, "HTTP/1.1 %d %s\r\n", r->status, status_reason(r->status));
+    if (r->content_type)
+        mg_buf_addf(o, "Content-Type: %s\r\n", r->content_type);
+    mg_buf_addf(o, "Content-Length: %zu\r\n%sCache-Control: no-store\r\nConnection: close\r\n\r\n", r->body.len,
+                r->headers);
+    if (c->req.method_id != MG_METHOD_HEAD && r->body.len)
+        mg_buf_add(o, r->body.p, r->body.len);
+    c->answered = true;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    uv_timer_stop(&c->timer);
+    uv_buf_t b = uv_buf_init(o->p, (unsigned)o->len);
+    c->wreq.data = c;
+    if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_written) < 0)
+        conn_close(c);
+}
+
+static mg_slice_t header_value(const mg_http_msg_t *m, const char *name)
+{
+    const mg_http_header_t *h = mg_http_find(m, mg_slice_cstr(name));
+    return h ? h->value : (mg_slice_t){ "", 0 };
+}
+
+/* Run (or re-run, for a parked query) the Consul handler and answer,
+ * unless it parks. */
+static void consul_run(admin_conn_t *c, unsigned flags)
+{
+    mg_consul_req_t rq = {
+        .method = c->req.method,
+        .path = c->req.path,
+        .query = c->req.query.p ? c->req.query : (mg_slice_t){ "", 0 },
+        .x_consul_token = header_value(&c->req, "X-Consul-Token"),
+        .authorization = header_value(&c->req, "Authorization"),
+        .body = { c->body ? c->body : "", c->body_len },
+    };
+    mg_consul_verdict_t v = mg_consul_handle(c->a->consul, &rq, flags, (int64_t)uv_now(c->a->loop), &c->cresp);
+    if (v == MG_CONSUL_BLOCK) {
+        park_unlink(c);
+        c->parked = true;
+        c->park_next = c->a->parked;
+        if (c->park_next)
+            c->park_next->park_prev = c;
+        c->a->parked = c;
+        return;
+    }
+    park_unlink(c);
+    consul_reply(c, &c->cresp);
+}
+
+static void on_park_deadline(uv_timer_t *t)
+{
+    admin_conn_t *c = t->data;
+    if (c->parked && !c->answered)
+        consul_run(c, MG_CONSUL_NOBLOCK);
+}
+
+/* A registry change: answer the parked queries whose index moved. */
+static void on_wake(uv_timer_t *t)
+{
+    mg_admin_t *a = t->data;
+    for (admin_conn_t *c = a->parked, *n; c; c = n) {
+        n = c->park_next;
+        if (mg_consul_woken(a->consul, &c->cresp))
+            consul_run(c, MG_CONSUL_NOBLOCK);
+    }
+}
+
+static void on_registry_change(void *ud, const mg_reg_event_t *ev)
+{
+    (void)ev;
+    mg_admin_t *a = ud;
+    if (!a->stopping && a->parked) /* only schedules: the listener must not re-enter */
+        uv_timer_start(&a->wake, on_wake, 0, 0);
+}
+
+void mg_admin_set_discovery(mg_admin_t *a, mg_registry_t *reg, mg_consul_api_t *api)
+{
+    a->reg = reg;
+    a->consul = api;
+    if (!a->wake_init) {
+        uv_timer_init(a->loop, &a->wake);
+        a->wake.data = a;
+        a->wake_init = true;
+        if (reg && mg_registry_add_listener(reg, on_registry_change, a) != 0)
+            mg_warn("admin: no registry listener slot; blocking queries wake only at their deadline");
+    }
+}
+
+static void dispatch_consul(admin_conn_t *c)
+{
+    consul_run(c, 0);
+    if (c->parked) {
+        /* the connection's timer now bounds the wait; keep reading to see a close */
+        int64_t wait = c->cresp.wait_ms > 0 ? c->cresp.wait_ms : 0;
+        uv_timer_start(&c->timer, on_park_deadline, (uint64_t)wait, 0);
+    }
+}
+
 static void dispatch(admin_conn_t *c)
 {
     mg_http_msg_t *m = &c->req;
+    if (c->a->consul && mg_consul_match(m->path)) {
+        dispatch_consul(c);
+        return;
+    }
     static const mg_slice_t cb_prefix = MG_SLICE_LIT("/circuit-breakers/");
     static const mg_slice_t rl_prefix = MG_SLICE_LIT("/rate-limits/");
     bool is_post = m->method_id == MG_METHOD_POST;
@@ -428,6 +663,8 @@ static void dispatch(admin_conn_t *c)
         get_clusters(c, snap);
     else if (mg_slice_eq(p, MG_SLICE_LIT("/circuit-breakers")))
         get_breakers(c, snap);
+    else if (c->a->reg && mg_slice_eq(p, MG_SLICE_LIT("/registry")))
+        get_registry(c);
     else if (mg_slice_eq(p, MG_SLICE_LIT("/stats")))
         get_stats(c, snap);
     else if (p.n > rl_prefix.n && memcmp(p.p, rl_prefix.p, rl_prefix.n) == 0)
@@ -440,9 +677,53 @@ static void dispatch(admin_conn_t *c)
 static void on_alloc(uv_handle_t *h, size_t sz, uv_buf_t *buf)
 {
     (void)sz;
+    static char scratch[1024]; /* bytes after a complete request: only EOF matters */
     admin_conn_t *c = h->data;
-    buf->base = c->rbuf + c->rlen;
-    buf->len = ADMIN_RBUF - c->rlen;
+    if (c->reading_body) {
+        buf->base = c->body + c->body_len;
+        buf->len = c->body_need - c->body_len;
+    } else if (c->parked || c->rlen == ADMIN_RBUF) {
+        buf->base = scratch;
+        buf->len = sizeof scratch;
+    } else {
+        buf->base = c->rbuf + c->rlen;
+        buf->len = ADMIN_RBUF - c->rlen;
+    }
+}
+
+/* The head is complete (head_len bytes): collect a Content-Length body,
+ * then dispatch. */
+static void start_body(admin_conn_t *c, size_t head_len)
+{
+    mg_http_msg_t *m = &c->req;
+    bool consul = c->a->consul && mg_consul_match(m->path);
+    if (m->body == MG_BODY_CHUNKED) {
+        if (consul) {
+            reply_error(c, 411, "Length Required", "send the body with Content-Length");
+            return;
+        }
+    } else if (m->body == MG_BODY_LENGTH && m->content_length > 0) {
+        if (m->content_length > ADMIN_MAX_BODY) {
+            reply_error(c, 413, "Payload Too Large", "request body over 1 MiB");
+            return;
+        }
+        c->body_need = (size_t)m->content_length;
+        c->body = malloc(c->body_need);
+        if (!c->body) {
+            reply_error(c, 500, "Internal Server Error", "out of memory");
+            return;
+        }
+        size_t have = c->rlen - head_len;
+        if (have > c->body_need)
+            have = c->body_need;
+        memcpy(c->body, c->rbuf + head_len, have);
+        c->body_len = have;
+        if (c->body_len < c->body_need) {
+            c->reading_body = true;
+            return;
+        }
+    }
+    dispatch(c);
 }
 
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
@@ -455,6 +736,16 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
         conn_close(c);
         return;
     }
+    if (c->parked || (n > 0 && !c->reading_body && c->body_need)) /* extra bytes after the request */
+        return;
+    if (c->reading_body) {
+        c->body_len += (size_t)n;
+        if (c->body_len >= c->body_need) {
+            c->reading_body = false;
+            dispatch(c);
+        }
+        return;
+    }
     c->rlen += (size_t)n;
     int r = mg_http_parse_request(c->rbuf, c->rlen, &c->req, NULL);
     if (r == 0 && c->rlen == ADMIN_RBUF)
@@ -465,7 +756,7 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
         reply_error(c, -r, "Bad Request", c->req.error ? c->req.error : "bad request");
         return;
     }
-    dispatch(c);
+    start_body(c, (size_t)r);
 }
 
 static void on_timeout(uv_timer_t *t) { conn_close(t->data); }
@@ -485,6 +776,7 @@ static void on_conn(uv_stream_t *server, int status)
     c->open = 2;
     a->nconns++;
     mg_buf_init(&c->out);
+    mg_consul_resp_init(&c->cresp);
     mg_http_msg_reset(&c->req);
     if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
         conn_close(c);
@@ -543,5 +835,7 @@ void mg_admin_stop(mg_admin_t *a)
         return;
     a->stopping = true;
     uv_walk(a->loop, walk_close, a);
+    if (a->wake_init)
+        uv_close((uv_handle_t *)&a->wake, NULL);
     uv_close((uv_handle_t *)&a->listener, NULL); /* `a` itself lives until exit */
 }

@@ -3,7 +3,13 @@
  * snapshot and of the per-worker counters:
  *   GET /health    {"status":"ok", ...}
  *   GET /routes    the routes of the current snapshot
- *   GET /clusters  clusters, endpoints and their pool counts */
+ *   GET /clusters  clusters, endpoints and their pool counts
+ *   GET /registry  the service registry's instances and checks
+ *   /v1/...        the Consul-compatible registry API (discovery/consul_api.h),
+ *                  once mg_admin_set_discovery() was called; request bodies
+ *                  up to 1 MiB (Content-Length; chunked gets 411); blocking
+ *                  queries park the connection until a registry change or
+ *                  their wait time. */
 #ifndef MG_ADMIN_ADMIN_H
 #define MG_ADMIN_ADMIN_H
 
@@ -16,6 +22,13 @@ typedef struct mg_admin mg_admin_t;
 /* Binds cfg->admin on loop. Returns 0 or a negative error with text in err. */
 int mg_admin_start(uv_loop_t *loop, mg_server_t *srv, const mg_config_t *cfg, mg_admin_t **out, char *err,
                    size_t errlen);
+struct mg_registry;
+struct mg_consul_api;
+/* Mount the registry views and the Consul API (both borrowed: they must
+ * outlive the admin's connections, i.e. be freed after the loop ended).
+ * Adds a registry listener that wakes parked blocking queries. */
+void mg_admin_set_discovery(mg_admin_t *a, struct mg_registry *reg, struct mg_consul_api *api);
+
 /* Close the listener and every admin connection; frees itself once closed. */
 void mg_admin_stop(mg_admin_t *a);
 

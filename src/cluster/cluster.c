@@ -8,6 +8,8 @@
 #include <string.h>
 
 #include "core/err.h"
+#include "core/log.h"
+#include "discovery/registry.h"
 
 /* The registry only grows (bounded by the distinct endpoints ever
  * configured); entries are never freed, so workers may keep pointers. */
@@ -82,7 +84,8 @@ static int resolve(const mg_addr_cfg_t *a, mg_endpoint_t *ep, char *err, size_t 
     return 0;
 }
 
-int mg_cluster_set_build(const mg_config_t *cfg, mg_cluster_set_t *out, char *err, size_t errlen)
+int mg_cluster_set_build(const mg_config_t *cfg, const mg_disco_snapshot_t *disco, mg_cluster_set_t *out,
+                         char *err, size_t errlen)
 {
     out->n = cfg->nclusters;
     out->clusters = calloc(cfg->nclusters ? cfg->nclusters : 1, sizeof *out->clusters);
@@ -92,7 +95,9 @@ int mg_cluster_set_build(const mg_config_t *cfg, mg_cluster_set_t *out, char *er
         const mg_cluster_cfg_t *cc = &cfg->clusters[i];
         mg_cluster_t *c = &out->clusters[i];
         c->cfg = cc;
-        c->eps = calloc(cc->nendpoints ? cc->nendpoints : 1, sizeof *c->eps);
+        const mg_disco_service_t *svc = disco ? mg_disco_snapshot_find(disco, cc->name) : NULL;
+        size_t nextra = svc ? svc->neps : 0;
+        c->eps = calloc(cc->nendpoints + nextra ? cc->nendpoints + nextra : 1, sizeof *c->eps);
         if (!c->eps) {
             mg_cluster_set_free(out);
             return -ENOMEM;
@@ -104,6 +109,21 @@ int mg_cluster_set_build(const mg_config_t *cfg, mg_cluster_set_t *out, char *er
                 return rc;
             }
             c->neps++;
+        }
+        for (size_t j = 0; j < nextra; j++) {
+            const mg_disco_endpoint_t *de = &svc->eps[j];
+            mg_addr_cfg_t a = { .host = (char *)de->address, .port = de->port, .pos = cc->pos };
+            char msg[256];
+            if (resolve(&a, &c->eps[c->neps], msg, sizeof msg) != 0) {
+                mg_warn("cluster %s: registry instance %s skipped: %s", cc->name, de->id, msg);
+                continue;
+            }
+            /* the same address registered twice counts once */
+            bool dup = false;
+            for (uint32_t k = 0; k < c->neps && !dup; k++)
+                dup = c->eps[k].stats == c->eps[c->neps].stats;
+            if (!dup)
+                c->neps++;
         }
     }
     return 0;

@@ -66,9 +66,16 @@ void mg_ep_registry_init(uint32_t nworkers);
 uint32_t mg_ep_registry_count(void);
 mg_ep_stats_t *mg_ep_registry_at(uint32_t index);
 
+struct mg_disco_snapshot; /* discovery/registry.h */
+
 /* Resolve every endpoint of cfg (getaddrinfo; blocking: control thread
- * only). Returns 0, or MG_ECONFIG with "FILE:LINE:COL: message" in err. */
-int mg_cluster_set_build(const mg_config_t *cfg, mg_cluster_set_t *out, char *err, size_t errlen);
+ * only). With disco (may be NULL), each cluster also gets the instances of
+ * the registry service of the same name, after its static endpoints; an
+ * instance that does not resolve is skipped with a warning (it is not a
+ * config error). Returns 0, or MG_ECONFIG with "FILE:LINE:COL: message"
+ * in err. */
+int mg_cluster_set_build(const mg_config_t *cfg, const struct mg_disco_snapshot *disco, mg_cluster_set_t *out,
+                         char *err, size_t errlen);
 void mg_cluster_set_free(mg_cluster_set_t *set);
 
 #endif

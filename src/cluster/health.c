@@ -1,13 +1,12 @@
 /* health: active HTTP health checking. See health.h.
  *
- * A checker owns two timers (next check, check timeout) for its whole life
- * and one uv_tcp_t per check (closed when the check ends). Per check it
- * allocates an 8 KiB read buffer and the parse state, freed when the check
- * ends. Callbacks that arrive after the check ended (ECANCELED connect or
- * write callbacks of a handle being closed) see in_check == false and do
- * nothing. A checker is freed in the close callback of its last handle;
- * the mg_health_t after mg_health_stop, with its last checker. */
+ * A checker owns its next-check timer and an mg_probe_t (probe.h: the
+ * connection, the timeout and the response head parsing) for its whole
+ * life. A checker is freed in the close callback of its timer (its probe
+ * frees itself once closed); the mg_health_t after mg_health_stop, with its
+ * last checker. */
 #include "cluster/health.h"
+#include "cluster/probe.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -15,12 +14,10 @@
 #include <string.h>
 
 #include "core/log.h"
-#include "http/http1.h"
 #include "proxy/proxy.h"
 #include "proxy/resil.h"
 #include "resilience/outlier.h"
 
-#define HC_BUF 8192
 #define RLX memory_order_relaxed
 
 typedef struct {
@@ -32,12 +29,6 @@ typedef struct {
     uint32_t interval_ms, timeout_ms, healthy_threshold, unhealthy_threshold;
     uint64_t expected[10]; /* same layout as mg_cluster_cfg_t.health.expected */
 } hc_cfg_t;
-
-typedef struct {
-    size_t len;
-    mg_http_msg_t msg;
-    char buf[HC_BUF];
-} hc_io_t;
 
 typedef struct hc_checker {
     mg_health_t *h;
@@ -52,15 +43,8 @@ typedef struct hc_checker {
     hc_target_t *targets;
     uint32_t ntargets, cap_targets;
 
-    uv_timer_t next_timer, timeout_timer;
-    uv_tcp_t tcp;
-    uv_connect_t creq;
-    uv_write_t wreq;
-    hc_io_t *io;
-    int nopen;      /* open handles */
-    bool tcp_open;  /* tcp initialized and not yet closed */
-    bool in_check;
-    bool want_check; /* the next check is due but the last tcp is still closing */
+    uv_timer_t next_timer;
+    mg_probe_t *probe;
     bool dead;
     bool seen;      /* marked during an update */
     bool pending;   /* no result yet (counted in h->pending) */
@@ -126,18 +110,7 @@ static void maybe_free_health(mg_health_t *h)
 static void on_handle_closed(uv_handle_t *hd)
 {
     hc_checker_t *c = hd->data;
-    bool was_tcp = hd == (uv_handle_t *)&c->tcp;
-    if (was_tcp)
-        c->tcp_open = false;
-    if (--c->nopen > 0) {
-        if (was_tcp && !c->dead && c->want_check) {
-            c->want_check = false;
-            start_check(c);
-        }
-        return;
-    }
     mg_health_t *h = c->h;
-    free(c->io);
     free(c->targets);
     free(c->req);
     free(c->cluster);
@@ -173,10 +146,6 @@ static void on_next_timer(uv_timer_t *t)
     hc_checker_t *c = t->data;
     if (c->dead)
         return;
-    if (c->tcp_open) { /* the previous connection is still closing */
-        c->want_check = true;
-        return;
-    }
     start_check(c);
 }
 
@@ -190,15 +159,6 @@ static uint64_t next_delay(hc_checker_t *c)
 {
     uint32_t j = c->cfg.interval_ms / 10;
     return (uint64_t)c->cfg.interval_ms + rnd(c->h, j > 1000 ? 1000 : j);
-}
-
-static void end_io(hc_checker_t *c)
-{
-    uv_timer_stop(&c->timeout_timer);
-    if (c->tcp_open && !uv_is_closing((uv_handle_t *)&c->tcp))
-        uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
-    free(c->io);
-    c->io = NULL;
 }
 
 static const char *state_word(uint8_t s)
@@ -227,10 +187,6 @@ static void set_state(hc_checker_t *c, uint8_t to, mg_hc_result_t r, int status)
 /* The check ended with result r (status: the HTTP status read, or 0). */
 static void finish(hc_checker_t *c, mg_hc_result_t r, int status)
 {
-    if (!c->in_check)
-        return;
-    c->in_check = false;
-    end_io(c);
     mg_ep_stats_t *st = c->st;
     uint64_t now = mg_now_ms();
     bool pass = r == MG_HC_R_OK;
@@ -267,101 +223,21 @@ static void finish(hc_checker_t *c, mg_hc_result_t r, int status)
     }
 }
 
-static void on_timeout(uv_timer_t *t)
+/* probe.c reports a complete head as OK; the expected statuses are ours. */
+static void on_probe_done(void *ud, mg_hc_result_t r, int status)
 {
-    finish(t->data, MG_HC_R_TIMEOUT, 0);
-}
-
-static void on_alloc(uv_handle_t *hd, size_t suggested, uv_buf_t *buf)
-{
-    hc_checker_t *c = hd->data;
-    (void)suggested;
-    if (!c->io || c->io->len >= HC_BUF) {
-        *buf = uv_buf_init(NULL, 0);
+    hc_checker_t *c = ud;
+    if (c->dead)
         return;
-    }
-    *buf = uv_buf_init(c->io->buf + c->io->len, (unsigned)(HC_BUF - c->io->len));
-}
-
-static const mg_http_limits_t hc_limits = { .max_request_line = HC_BUF, .max_header_bytes = HC_BUF, .max_headers = 100 };
-
-static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
-{
-    hc_checker_t *c = s->data;
-    (void)buf;
-    if (!c->in_check || !c->io)
-        return;
-    if (n == UV_ENOBUFS) {
-        finish(c, MG_HC_R_BAD_RESPONSE, 0); /* head over HC_BUF */
-        return;
-    }
-    if (n < 0) {
-        finish(c, MG_HC_R_CLOSED, 0);
-        return;
-    }
-    if (n == 0)
-        return;
-    hc_io_t *io = c->io;
-    io->len += (size_t)n;
-    int rc = mg_http_parse_response(io->buf, io->len, &io->msg, &hc_limits, MG_METHOD_GET);
-    if (rc < 0) {
-        finish(c, MG_HC_R_BAD_RESPONSE, 0);
-    } else if (rc > 0) {
-        int status = io->msg.status;
-        finish(c, expected(&c->cfg, status) ? MG_HC_R_OK : MG_HC_R_STATUS, status);
-    } else if (io->len >= HC_BUF) {
-        finish(c, MG_HC_R_BAD_RESPONSE, 0);
-    }
-}
-
-static void on_write(uv_write_t *w, int status)
-{
-    hc_checker_t *c = w->data;
-    if (status < 0 && c->in_check)
-        finish(c, status == UV_ECONNRESET || status == UV_EPIPE ? MG_HC_R_CLOSED : MG_HC_R_CONNECT, 0);
-}
-
-static void on_connect(uv_connect_t *req, int status)
-{
-    hc_checker_t *c = req->data;
-    if (!c->in_check)
-        return;
-    if (status < 0) {
-        finish(c, MG_HC_R_CONNECT, 0);
-        return;
-    }
-    uv_buf_t b = uv_buf_init(c->req, (unsigned)c->reqlen);
-    int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write);
-    if (rc == 0)
-        rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-    if (rc < 0)
-        finish(c, MG_HC_R_CONNECT, 0);
+    if (r == MG_HC_R_OK && !expected(&c->cfg, status))
+        r = MG_HC_R_STATUS;
+    finish(c, r, status);
 }
 
 static void start_check(hc_checker_t *c)
 {
-    c->io = calloc(1, sizeof *c->io);
-    if (!c->io) {
-        schedule(c, next_delay(c));
-        return;
-    }
-    mg_http_msg_reset(&c->io->msg);
-    c->in_check = true;
-    uv_timer_start(&c->timeout_timer, on_timeout, c->cfg.timeout_ms, 0);
-    int rc = uv_tcp_init(c->h->loop, &c->tcp);
-    if (rc < 0) {
-        finish(c, MG_HC_R_CONNECT, 0);
-        return;
-    }
-    c->tcp.data = c;
-    c->tcp_open = true;
-    c->nopen++;
-    uv_tcp_nodelay(&c->tcp, 1);
-    c->creq.data = c;
-    c->wreq.data = c;
-    rc = uv_tcp_connect(&c->creq, &c->tcp, (const struct sockaddr *)&c->addr, on_connect);
-    if (rc < 0)
-        finish(c, MG_HC_R_CONNECT, 0);
+    if (mg_probe_start(c->probe, (const struct sockaddr *)&c->addr, c->req, c->reqlen, c->cfg.timeout_ms))
+        schedule(c, next_delay(c)); /* out of memory: try again later */
 }
 
 /* ---- checkers ---- */
@@ -404,7 +280,6 @@ static void kill_checker(hc_checker_t *c, bool reset_stats)
 {
     mg_health_t *h = c->h;
     c->dead = true;
-    c->in_check = false;
     set_pending(c, false);
     if (c->st->index < h->nindex && h->by_index[c->st->index] == c)
         h->by_index[c->st->index] = NULL;
@@ -413,11 +288,9 @@ static void kill_checker(hc_checker_t *c, bool reset_stats)
         atomic_store_explicit(&c->st->hc_failures, 0, RLX);
     }
     h->nchk--;
-    uv_timer_stop(&c->timeout_timer);
     uv_timer_stop(&c->next_timer);
-    if (c->tcp_open && !uv_is_closing((uv_handle_t *)&c->tcp))
-        uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
-    uv_close((uv_handle_t *)&c->timeout_timer, on_handle_closed);
+    mg_probe_free(c->probe);
+    c->probe = NULL;
     uv_close((uv_handle_t *)&c->next_timer, on_handle_closed);
 }
 
@@ -451,12 +324,14 @@ static hc_checker_t *new_checker(mg_health_t *h, mg_ep_stats_t *st)
     hc_checker_t *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
+    if (!(c->probe = mg_probe_new(h->loop, on_probe_done, c))) {
+        free(c);
+        return NULL;
+    }
     c->h = h;
     c->st = st;
     uv_timer_init(h->loop, &c->next_timer);
-    uv_timer_init(h->loop, &c->timeout_timer);
-    c->next_timer.data = c->timeout_timer.data = c;
-    c->nopen = 2;
+    c->next_timer.data = c;
     c->state = MG_HC_PENDING;
     c->next = h->list;
     h->list = c;
@@ -548,7 +423,7 @@ void mg_health_update(mg_health_t *h, const struct mg_snapshot *csnap)
             if (fresh) {
                 uint32_t j0 = nc.interval_ms / 10;
                 schedule(c, rnd(h, j0 > 50 ? 50 : j0));
-            } else if (old_interval != nc.interval_ms && !c->in_check && !c->tcp_open) {
+            } else if (old_interval != nc.interval_ms && !mg_probe_running(c->probe)) {
                 /* retuned: the next check comes no later than the new interval */
                 uint64_t due = uv_timer_get_due_in(&c->next_timer);
                 if (due > nc.interval_ms)

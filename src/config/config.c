@@ -421,7 +421,7 @@ static int h_route_path(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode
 
 static int set_cluster(mg_cfg_ctx_t *ctx, mg_route_cfg_t *r, const mg_ynode_t *v, const char *name, const char *what)
 {
-    const mg_config_t *cfg = ((load_t *)ctx->user)->cfg;
+    mg_config_t *cfg = ((load_t *)ctx->user)->cfg;
     if (r->cluster) return mg_cfg_error(ctx, v, "a route takes one destination: 'to' or 'uri', not both");
     for (size_t i = 0; i < cfg->nclusters; i++) {
         if (strcmp(cfg->clusters[i].name, name) == 0) {
@@ -429,6 +429,15 @@ static int set_cluster(mg_cfg_ctx_t *ctx, mg_route_cfg_t *r, const mg_ynode_t *v
             r->cluster_index = i;
             return 0;
         }
+    }
+    /* With the registry on, an unknown name is a service whose instances
+     * register at run time: a cluster with no static endpoints. */
+    if (cfg->discovery.registry) {
+        mg_cluster_cfg_t *c = mg_cfg_add_cluster(cfg, name, v);
+        if (!c || !(r->cluster = strdup(name))) return mg_cfg_error(ctx, v, "out of memory");
+        c->from_registry = true;
+        r->cluster_index = cfg->nclusters - 1;
+        return 0;
     }
     return mg_cfg_error(ctx, v, "%s: unknown %s '%.80s'", what, strcmp(what, "to") ? "service" : "cluster", name);
 }
@@ -606,6 +615,16 @@ static int h_default_filters(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_
 
 /* ---- top level ---- */
 
+static const mg_cfg_key_t discovery_keys[] = {
+    { .name = "registry", .type = MG_CFG_BOOL, .offset = offsetof(mg_config_t, discovery.registry) },
+    { .name = "data_dir", .type = MG_CFG_STRING, .offset = offsetof(mg_config_t, discovery.data_dir) },
+    { .name = "token", .type = MG_CFG_STRING, .offset = offsetof(mg_config_t, discovery.token) },
+    { .name = "use404", .type = MG_CFG_BOOL, .offset = offsetof(mg_config_t, discovery.use404) },
+    { .name = "max_instances", .type = MG_CFG_U32, .offset = offsetof(mg_config_t, discovery.max_instances),
+      .min = 1, .max = 1000000 },
+};
+static const mg_cfg_table_t discovery_table = MG_CFG_TABLE_OF("in discovery", discovery_keys);
+
 static const mg_cfg_key_t limits_keys[] = {
     { .name = "max_request_line", .type = MG_CFG_SIZE32, .offset = offsetof(mg_config_t, max_request_line),
       .min = 16, .max = 1u << 20 },
@@ -642,6 +661,8 @@ static const mg_cfg_key_t top_keys[] = {
     { .name = "access_log", .type = MG_CFG_CUSTOM, .handler = h_access_log },
     { .name = "redis", .type = MG_CFG_CUSTOM, .handler = mg_cfg_redis }, /* before spring.data.redis */
     { .name = "clusters", .type = MG_CFG_CUSTOM, .handler = h_clusters },
+    /* before routes: an unknown route destination is a registry service */
+    { .name = "discovery", .type = MG_CFG_TABLE, .sub = &discovery_table },
     /* Spring Cloud Gateway dialect (scg.c): after clusters, before native routes */
     { .name = "server", .type = MG_CFG_CUSTOM, .handler = mg_scg_server },
     { .name = "management", .type = MG_CFG_CUSTOM, .handler = mg_scg_management },
@@ -678,12 +699,19 @@ static int set_defaults(mg_config_t *cfg)
     cfg->redis.port = 6379;
     cfg->redis.timeout_ms = 50;
     cfg->rate_limit_max_keys = 1000000;
+    cfg->discovery.registry = true;
+    cfg->discovery.max_instances = 10000;
     return 0;
 }
 
 void mg_config_free(mg_config_t *cfg)
 {
     if (!cfg) return;
+    unsigned sh = atomic_load(&cfg->shares);
+    while (sh > 0)
+        if (atomic_compare_exchange_weak(&cfg->shares, &sh, sh - 1)) return;
+    free(cfg->discovery.data_dir);
+    free(cfg->discovery.token);
     for (size_t i = 0; i < cfg->nfiles; i++) free(cfg->files[i]);
     free(cfg->files);
     free_addrs(cfg->listen, cfg->nlisten);
@@ -763,6 +791,18 @@ int mg_config_load_buffers(const mg_config_buffer_t *bufs, size_t nbufs, mg_conf
     static const mg_ynode_t empty = { .kind = MG_YNODE_SCALAR, .str = "", .file = "<empty>", .line = 1, .col = 1 };
     if ((rc = mg_cfg_walk(&ctx, &top_table, merged ? merged : &empty, cfg)) != 0) goto done;
     if ((rc = mg_rcfg_finish(&ctx)) != 0) goto done;
+    if (!cfg->discovery.data_dir) {
+        /* ".meshgate" next to the first config file */
+        const char *f0 = cfg->nfiles ? cfg->files[0] : "";
+        const char *slash = strrchr(f0, '/');
+        int dl = slash ? (int)(slash - f0) : 1;
+        size_t n = (size_t)dl + 11;
+        if (!(cfg->discovery.data_dir = malloc(n))) {
+            rc = errf(err, errlen, "out of memory");
+            goto done;
+        }
+        snprintf(cfg->discovery.data_dir, n, "%.*s/.meshgate", dl, slash ? (slash == f0 ? "" : f0) : ".");
+    }
     rc = 0;
     *out = cfg;
     cfg = NULL;

@@ -11,6 +11,7 @@
 #ifndef MG_CONFIG_CONFIG_H
 #define MG_CONFIG_CONFIG_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -55,6 +56,9 @@ typedef struct {
     uint32_t idle_timeout_ms;     /* pooled conn idle timeout (30000) */
     mg_src_pos_t pos;
     bool synthesized;             /* made for a route's "uri: http://host:port" */
+    bool from_registry;           /* made for a route naming no configured cluster
+                                   * (discovery.registry on): no static endpoints,
+                                   * fed by the service registry's instances */
 
     /* resilience (cluster level) */
     mg_bulkhead_cfg_t bulkhead;   /* connection_pool limits; default: all off */
@@ -176,6 +180,19 @@ typedef struct {
         mg_src_pos_t pos;
     } redis;
     uint32_t rate_limit_max_keys; /* limits.rate_limit_keys: local table bound (1M) */
+
+    /* discovery: the embedded service registry (src/discovery). */
+    struct {
+        bool registry;          /* true (default): serve the Consul API, feed clusters */
+        char *data_dir;         /* default: ".meshgate" next to the first config file */
+        char *token;            /* NULL = registry writes need no token */
+        uint32_t max_instances; /* 10000 */
+        bool use404;            /* "no instance of service" answers 404, not 503
+                                 * (spring.cloud.gateway.loadbalancer.use404) */
+    } discovery;
+
+    /* Extra owners beyond the first (see mg_config_share). */
+    _Atomic unsigned shares;
 } mg_config_t;
 
 /* Load and validate files[0..nfiles) (later ones win). On success returns 0
@@ -195,7 +212,16 @@ typedef struct {
 int mg_config_load_buffers(const mg_config_buffer_t *bufs, size_t nbufs, mg_config_t **out,
                            char *err, size_t errlen);
 
-void mg_config_free(mg_config_t *cfg); /* NULL is fine */
+/* Drops one owner; frees the config when the last one goes. NULL is fine. */
+void mg_config_free(mg_config_t *cfg);
+
+/* Adds an owner (one more mg_config_free is then needed): lets several
+ * snapshots (e.g. rebuilt on a registry change) serve one loaded config. */
+static inline mg_config_t *mg_config_share(mg_config_t *cfg)
+{
+    atomic_fetch_add(&cfg->shares, 1);
+    return cfg;
+}
 
 /* Write cfg as a native meshgate YAML file that loads back to the same
  * config (same routes, clusters, filters, limits; positions aside): the

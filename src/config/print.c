@@ -95,6 +95,15 @@ int mg_config_print(const mg_config_t *cfg, FILE *f)
         q(f, cfg->redis.host);
         fprintf(f, "\n  port: %u\n  timeout: %u\n", cfg->redis.port, cfg->redis.timeout_ms);
     }
+    fprintf(f, "discovery:\n  registry: %s\n  data_dir: ", cfg->discovery.registry ? "true" : "false");
+    q(f, cfg->discovery.data_dir);
+    if (cfg->discovery.token) {
+        fputs("\n  token: ", f);
+        q(f, cfg->discovery.token);
+    }
+    fprintf(f, "\n  max_instances: %u\n", cfg->discovery.max_instances);
+    if (cfg->discovery.use404)
+        fprintf(f, "  use404: true\n");
     fputs("access_log: ", f);
     if (cfg->access_log) q(f, cfg->access_log);
     else fputs("off", f);
@@ -102,11 +111,11 @@ int mg_config_print(const mg_config_t *cfg, FILE *f)
 
     static const char *const lbs[] = { "round_robin", "least_request", "random" };
     size_t nc = 0;
-    for (size_t i = 0; i < cfg->nclusters; i++) nc += !cfg->clusters[i].synthesized;
+    for (size_t i = 0; i < cfg->nclusters; i++) nc += !cfg->clusters[i].synthesized && !cfg->clusters[i].from_registry;
     if (nc) fputs("clusters:\n", f);
     for (size_t i = 0; i < cfg->nclusters; i++) {
         const mg_cluster_cfg_t *c = &cfg->clusters[i];
-        if (c->synthesized) continue; /* re-made from the route's uri */
+        if (c->synthesized || c->from_registry) continue; /* re-made from the route's uri / to */
         fputs("  ", f);
         q(f, c->name);
         fputs(":\n    endpoints:\n", f);

@@ -271,8 +271,15 @@ static int h_gw_default_filters(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const 
     return mg_cfg_plugins(ctx, MG_PLUGIN_FILTER, v, &cfg_of(ctx)->default_filters);
 }
 
+/* spring.cloud.gateway.loadbalancer.use404: "no instance" is 404, not 503 */
+static const mg_cfg_key_t gw_lb_keys[] = {
+    { .name = "use404", .type = MG_CFG_BOOL, .offset = offsetof(mg_config_t, discovery.use404) },
+};
+static const mg_cfg_table_t gw_lb_table = MG_CFG_TABLE_OF("in spring.cloud.gateway.loadbalancer", gw_lb_keys);
+
 #define GATEWAY_KEYS                                                                          \
     { .name = "default-filters", .type = MG_CFG_CUSTOM, .handler = h_gw_default_filters }, \
+    { .name = "loadbalancer", .type = MG_CFG_TABLE, .sub = &gw_lb_table },                 \
     { .name = "routes", .type = MG_CFG_CUSTOM, .handler = h_gw_routes }
 
 static const mg_cfg_key_t webflux_keys[] = { GATEWAY_KEYS };

@@ -1072,7 +1072,7 @@ static const char *adup(mg_arena_t *a, const char *s, bool *oom)
 
 static int label_cmp(const void *a, const void *b)
 {
-    return strcmp(((const mg_label_t *)a)->name, ((const mg_label_t *)b)->name);
+    return strcmp(((const mg_disco_label_t *)a)->name, ((const mg_disco_label_t *)b)->name);
 }
 
 static void fill_endpoint(const mg_registry_t *r, mg_arena_t *a, const mg_reg_instance_t *inst,
@@ -1085,7 +1085,7 @@ static void fill_endpoint(const mg_registry_t *r, mg_arena_t *a, const mg_reg_in
     ep->status = mg_reg_instance_status(inst);
     ep->weight = ep->status == MG_CHECK_WARNING ? d->weight_warning : d->weight_passing;
     const char **tags = mg_arena_alloc(a, (d->ntags ? d->ntags : 1) * sizeof *tags);
-    mg_label_t *labels = mg_arena_alloc(a, (d->nmeta + d->ntags + 1) * sizeof *labels);
+    mg_disco_label_t *labels = mg_arena_alloc(a, (d->nmeta + d->ntags + 1) * sizeof *labels);
     if (!tags || !labels) {
         *oom = true;
         return;

@@ -268,7 +268,7 @@ int mg_registry_check_restore(mg_registry_t *r, const char *check_id, mg_check_s
 
 typedef struct {
     const char *name, *value;
-} mg_label_t;
+} mg_disco_label_t;
 
 typedef struct {
     const char *id;
@@ -276,7 +276,7 @@ typedef struct {
     uint16_t port;
     mg_check_status_t status; /* aggregate */
     uint32_t weight;          /* Weights.Passing or Weights.Warning by status */
-    const mg_label_t *labels; /* Meta, then "k=v" tags whose k is not in Meta; sorted by name */
+    const mg_disco_label_t *labels; /* Meta, then "k=v" tags whose k is not in Meta; sorted by name */
     size_t nlabels;
     const char *const *tags;
     size_t ntags;

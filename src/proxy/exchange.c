@@ -295,10 +295,11 @@ static void exchange_to_cluster(mg_session_t *s)
         s->deadline_ms = now + s->response_timeout_ms;
     }
     if (c->neps == 0) {
-        /* a registry-fed cluster with no passing instance (or an empty one) */
+        /* a registry-fed cluster with no passing instance (or an empty one);
+         * 404 with Spring's loadbalancer.use404 */
         char msg[192];
         snprintf(msg, sizeof msg, "no instance of service '%.120s'", c->cfg->name);
-        mg_session_local_reply(s, 503, msg, false);
+        mg_session_local_reply(s, cfg->discovery.use404 ? 404 : 503, msg, false);
         return;
     }
     /* breaker: the route's (Spring CircuitBreaker filter / native), else the cluster's */

@@ -47,7 +47,9 @@ void mg_upconn_close(mg_upconn_t *up)
     uv_close((uv_handle_t *)&up->timer, on_up_closed);
     if (up->bh) {
         mg_bulkhead_conn_closed(up->bh);
+        mg_resil_drop(up->bh_ref);
         up->bh = NULL;
+        up->bh_ref = NULL;
         wake_waiter(up->w, up->ep->index);
     }
 }
@@ -280,6 +282,11 @@ void mg_pool_acquire(mg_worker_t *w, mg_session_t *s, const mg_endpoint_t *ep, b
             mg_bulkhead_conn_closed(bh);
         mg_exchange_up_ready(s, UV_ENOMEM);
         return;
+    }
+    if (bh) {
+        /* the connection may outlive this snapshot (pools survive reloads) */
+        up->bh_ref = s->crt->refs[0];
+        mg_resil_hold(up->bh_ref);
     }
     up->rbuf = rbuf;
     up->rcap = MG_RBUF_SIZE;

@@ -21,7 +21,7 @@
 typedef struct mg_snapshot {
     _Atomic int refs;
     uint64_t generation;
-    mg_config_t *cfg; /* owned */
+    mg_config_t *cfg; /* owned (one share of it, see mg_config_share) */
     mg_route_table_t *routes;
     mg_cluster_set_t clusters;
     mg_http_limits_t limits;
@@ -29,9 +29,15 @@ typedef struct mg_snapshot {
     mg_resil_t resil;    /* breakers, bulkheads, budgets, outlier detectors */
 } mg_snapshot_t;
 
-/* Takes ownership of cfg (freed on failure too). Returns 0 or MG_ECONFIG
- * with "FILE:LINE:COL: message" in err. The new snapshot has one ref. */
-int mg_snapshot_build(mg_config_t *cfg, mg_snapshot_t **out, char *err, size_t errlen);
+/* Takes ownership of cfg (freed on failure too; pass mg_config_share(cfg)
+ * to build several snapshots over one config). disco (may be NULL): the
+ * registry's instances, added to the clusters of the same name (see
+ * mg_cluster_set_build). Returns 0 or MG_ECONFIG with "FILE:LINE:COL:
+ * message" in err. The new snapshot has one ref. */
+struct mg_disco_snapshot;
+int mg_snapshot_build_disco(mg_config_t *cfg, const struct mg_disco_snapshot *disco, mg_snapshot_t **out,
+                            char *err, size_t errlen);
+int mg_snapshot_build(mg_config_t *cfg, mg_snapshot_t **out, char *err, size_t errlen); /* disco NULL */
 void mg_snapshot_ref(mg_snapshot_t *s);
 void mg_snapshot_unref(mg_snapshot_t *s);
 

@@ -105,6 +105,7 @@ struct mg_upconn {
     uint64_t deadline, armed; /* lazy timer (loop ms); 0 = none */
     uint32_t served;          /* exchanges completed on this connection */
     mg_bulkhead_t *bh;        /* counted in this bulkhead's connections (until closed) */
+    mg_resil_ref_t *bh_ref;   /* keeps bh alive while this connection lives */
     bool connected, in_pool, reading, closing, reused;
     int open_handles;
 };

@@ -262,6 +262,20 @@ int mg_resil_build(mg_snapshot_t *s, mg_resil_t *out, char *err, size_t errlen)
     return rc;
 }
 
+void mg_resil_hold(mg_resil_ref_t *r)
+{
+    pthread_mutex_lock(&reg_mu);
+    r->refs++;
+    pthread_mutex_unlock(&reg_mu);
+}
+
+void mg_resil_drop(mg_resil_ref_t *r)
+{
+    pthread_mutex_lock(&reg_mu);
+    unref(r);
+    pthread_mutex_unlock(&reg_mu);
+}
+
 void mg_resil_release(mg_resil_t *r)
 {
     pthread_mutex_lock(&reg_mu);

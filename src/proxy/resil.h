@@ -42,6 +42,11 @@ void mg_resil_init(uint32_t nworkers);
 uint32_t mg_resil_control_slot(void);
 
 int mg_resil_build(struct mg_snapshot *s, mg_resil_t *out, char *err, size_t errlen);
+
+/* One more owner of an object (e.g. a pooled connection counted in a
+ * bulkhead outlives the snapshot that created it); any thread. */
+void mg_resil_hold(mg_resil_ref_t *r);
+void mg_resil_drop(mg_resil_ref_t *r);
 void mg_resil_release(mg_resil_t *r);
 
 /* Control thread, every ~100 ms: timed breaker transitions, outlier sweeps. */

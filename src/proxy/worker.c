@@ -68,6 +68,12 @@ static int resolve_redis(mg_snapshot_t *s, char *err, size_t errlen)
 
 int mg_snapshot_build(mg_config_t *cfg, mg_snapshot_t **out, char *err, size_t errlen)
 {
+    return mg_snapshot_build_disco(cfg, NULL, out, err, errlen);
+}
+
+int mg_snapshot_build_disco(mg_config_t *cfg, const struct mg_disco_snapshot *disco, mg_snapshot_t **out,
+                            char *err, size_t errlen)
+{
     mg_snapshot_t *s = calloc(1, sizeof *s);
     if (!s) {
         mg_config_free(cfg);
@@ -77,7 +83,7 @@ int mg_snapshot_build(mg_config_t *cfg, mg_snapshot_t **out, char *err, size_t e
     atomic_init(&s->refs, 1);
     int rc = mg_route_table_build(cfg, &s->routes, err, errlen);
     if (rc == 0)
-        rc = mg_cluster_set_build(cfg, &s->clusters, err, errlen);
+        rc = mg_cluster_set_build(cfg, disco, &s->clusters, err, errlen);
     if (rc == 0)
         rc = resolve_redis(s, err, errlen);
     if (rc == 0)
@@ -169,6 +175,26 @@ static void worker_adopt(mg_worker_t *w)
     }
     mg_wsnap_t *old = w->cur;
     w->cur = ws;
+    /* Endpoints gone from every cluster (a deregistered instance, a
+     * removed static endpoint): close their idle pooled connections.
+     * Connections carrying a request are untouched (in-flight requests
+     * finish on the old snapshot); if pooled afterwards they idle out, or
+     * go at the next adoption. */
+    if (old && w->npools) {
+        uint8_t *used = calloc(w->npools, 1);
+        if (used) {
+            for (size_t i = 0; i < snap->clusters.n; i++)
+                for (uint32_t j = 0; j < snap->clusters.clusters[i].neps; j++) {
+                    uint32_t idx = snap->clusters.clusters[i].eps[j].stats->index;
+                    if (idx < w->npools)
+                        used[idx] = 1;
+                }
+            for (uint32_t i = 0; i < w->npools; i++)
+                while (!used[i] && w->pools[i].idle)
+                    mg_upconn_close(w->pools[i].idle);
+            free(used);
+        }
+    }
     if (old) {
         if (old->inflight == 0) {
             wsnap_free(old);

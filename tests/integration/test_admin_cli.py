@@ -33,6 +33,11 @@ clusters:
 """
 
 
+# With the service registry on (the default) a route naming no cluster is
+# a registry service; these error cases turn it off to keep the error.
+NO_REGISTRY = "discovery: {registry: false}\n"
+
+
 def lines_with(replace=None, insert=None):
     ls = BASE.splitlines()
     if replace:
@@ -98,7 +103,7 @@ def test_check_valid_variants(tmp_path, name):
 # (name, text, expected line, allowed columns or None)
 INVALID = [
     ("unknown_top_key", lines_with(insert=(4, "bogus: 1")), 4, {1}),
-    ("unknown_cluster_ref", lines_with(replace={7: "    to: nosuch"}), 7, {5, 9}),
+    ("unknown_cluster_ref", lines_with(replace={7: "    to: nosuch"}) + NO_REGISTRY, 7, {5, 9}),
     ("bad_duration", lines_with(insert=(4, "timeouts: {connect: 2x}")), 4, None),
     ("bad_lb", BASE + "    lb: fastest\n", 11, {5, 9}),
     ("bad_path_pattern", lines_with(replace={6: "    path: /api/**/x"}), 6, {5, 11}),
@@ -139,7 +144,7 @@ def test_check_merges_multiple_files(tmp_path):
     b = write(tmp_path, "b.yaml", "workers: 2\nclusters:\n  backend:\n    endpoints: [127.0.0.1:9002]\n")
     rc, out, err = run_cli("check", "-c", a, "-c", b)
     assert rc == 0, (out, err)
-    bad = write(tmp_path, "bad.yaml", "workers: 1\nroutes:\n  - id: r\n    path: /r/**\n    to: ghost\n")
+    bad = write(tmp_path, "bad.yaml", "workers: 1\nroutes:\n  - id: r\n    path: /r/**\n    to: ghost\n" + NO_REGISTRY)
     rc, out, err = run_cli("check", "-c", a, "-c", bad)
     assert rc == 1
     m = ERR_RX.search(err + out)
@@ -147,7 +152,7 @@ def test_check_merges_multiple_files(tmp_path):
 
 
 def test_run_invalid_config_fails_fast(tmp_path):
-    path = write(tmp_path, "bad.yaml", lines_with(replace={7: "    to: nosuch"}))
+    path = write(tmp_path, "bad.yaml", lines_with(replace={7: "    to: nosuch"}) + NO_REGISTRY)
     t0 = time.monotonic()
     rc, out, err = run_cli("run", "-c", path, timeout=15)
     assert rc != 0

@@ -88,7 +88,7 @@ def test_invalid_reload_keeps_old_config(mg, echo, kind):
         bad = "listen: [unclosed\nroutes: {\n"
     elif kind == "unknown_cluster":
         bad = dict(base, routes=[{"id": "x", "path": "/x/**", "to": "nosuch"}],
-                   clusters={"backend": cluster(echo)})
+                   clusters={"backend": cluster(echo)}, discovery={"registry": False})
     elif kind == "bad_duration":
         bad = dict(good, timeouts={"connect": "2 parsecs"})
     else:

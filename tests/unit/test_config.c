@@ -320,7 +320,7 @@ typedef struct {
 static const err_case_t err_cases[] = {
     { "unknown top-level key", "listen: 8080\nlisen: 8081\n",
       "x.yaml:2:1: unknown key 'lisen' at top level (expected one of: listen, admin, workers, limits, timeouts, "
-      "access_log, redis, clusters, server, management, spring, default_filters, routes, resilience4j)" },
+      "access_log, redis, clusters, discovery, server, management, spring, default_filters, routes, resilience4j)" },
     { "unknown nested key",
       "clusters:\n  c: {endpoints: [1.1.1.1:80]}\nroutes:\n  - id: r\n    to: c\n    pathh: /x\n",
       "x.yaml:6:5: unknown key 'pathh' in route (expected one of: id, path, to, order, predicates, filters, uri, "
@@ -342,9 +342,9 @@ static const err_case_t err_cases[] = {
       "x.yaml:2:16: max_headers: '129' is out of range (1..128)" },
     { "negative", "limits:\n  max_headers: -1\n", "x.yaml:2:16: max_headers: must not be negative" },
     { "route not a map", "routes:\n  - /x\n", "x.yaml:2:5: expected a map in route, got a string" },
-    { "dangling cluster", "clusters:\n  a: {endpoints: [1.1.1.1:80]}\nroutes:\n  - path: /x\n    to: b\n",
+    { "dangling cluster", "clusters:\n  a: {endpoints: [1.1.1.1:80]}\nroutes:\n  - path: /x\n    to: b\ndiscovery: {registry: false}\n",
       "x.yaml:5:9: to: unknown cluster 'b'" },
-    { "dangling cluster, no clusters", "routes:\n  - {path: /x, to: nowhere}\n",
+    { "dangling cluster, no clusters", "routes:\n  - {path: /x, to: nowhere}\ndiscovery: {registry: false}\n",
       "x.yaml:2:20: to: unknown cluster 'nowhere'" },
     { "duplicate key", "listen: 8080\nworkers: 2\nlisten: 8081\n", "x.yaml:3:1: duplicate key 'listen' (first at 1:1)" },
     { "duplicate nested key", "clusters:\n  a:\n    endpoints: [1.1.1.1:80]\n    lb: random\n    lb: random\n",
@@ -407,7 +407,7 @@ static const err_case_t err_cases[] = {
     { "bad merge key", "clusters:\n  a:\n    <<: 5\n", "x.yaml:3:9: '<<' expects a map or a list of maps" },
     { "unknown key via anchor", "x-defaults: &d {lb: random}\n",
       "x.yaml:1:1: unknown key 'x-defaults' at top level (expected one of: listen, admin, workers, limits, "
-      "timeouts, access_log, redis, clusters, server, management, spring, default_filters, routes, resilience4j)" },
+      "timeouts, access_log, redis, clusters, discovery, server, management, spring, default_filters, routes, resilience4j)" },
     { "cluster name empty", "clusters:\n  '': {endpoints: [1.1.1.1:80]}\n",
       "x.yaml:2:3: cluster name must be a non-empty string" },
     { "empty access log", "access_log: ''\n", "x.yaml:1:13: access_log: expected stderr, off or a file path" },

@@ -236,7 +236,7 @@ static const struct {
     { "unknown metadata", "          metadata: {timeout: 5}\n",
       "x.yaml:7:22: unknown key 'timeout' in route metadata (expected one of: response-timeout, connect-timeout)" },
     { "unknown gateway key", "      httpclient: {connect-timeout: 5}\n",
-      "x.yaml:7:7: unknown key 'httpclient' in spring.cloud.gateway (expected one of: default-filters, routes, server)" },
+      "x.yaml:7:7: unknown key 'httpclient' in spring.cloud.gateway (expected one of: default-filters, loadbalancer, routes, server)" },
 };
 
 static void test_errors(void **state)
@@ -264,9 +264,9 @@ static const struct {
     const char *what, *yaml, *error;
 } errs2[] = {
     { "unknown service", "spring.cloud.gateway.routes: x\n", "x.yaml:1:1: unknown key 'spring.cloud.gateway.routes' at top level "
-      "(expected one of: listen, admin, workers, limits, timeouts, access_log, redis, clusters, server, management, spring, "
+      "(expected one of: listen, admin, workers, limits, timeouts, access_log, redis, clusters, discovery, server, management, spring, "
       "default_filters, routes, resilience4j)" },
-    { "lb unknown", "spring: {cloud: {gateway: {routes: [{id: a, uri: 'lb://nope'}]}}}\n",
+    { "lb unknown", "spring: {cloud: {gateway: {routes: [{id: a, uri: 'lb://nope'}]}}}\ndiscovery: {registry: false}\n",
       "x.yaml:1:50: uri: unknown service 'nope'" },
     { "https", "spring: {cloud: {gateway: {routes: [{id: a, uri: 'https://x:1'}]}}}\n",
       "x.yaml:1:50: uri: TLS to upstreams is not supported yet ('https://x:1')" },
