@@ -730,17 +730,6 @@ void mg_config_free(mg_config_t *cfg)
     free(cfg);
 }
 
-static int errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int errf(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return MG_ECONFIG;
-}
 
 int mg_config_load_buffers(const mg_config_buffer_t *bufs, size_t nbufs, mg_config_t **out, char *err,
                            size_t errlen)
@@ -752,12 +741,12 @@ int mg_config_load_buffers(const mg_config_buffer_t *bufs, size_t nbufs, mg_conf
     int rc = MG_ECONFIG;
     if (!cfg || !arena || set_defaults(cfg) != 0 ||
         !(cfg->files = calloc(nbufs ? nbufs : 1, sizeof *cfg->files))) {
-        errf(err, errlen, "out of memory");
+        mg_errf(err, errlen, "out of memory");
         goto done;
     }
     for (size_t i = 0; i < nbufs; i++) {
         if (!(cfg->files[i] = strdup(bufs[i].name ? bufs[i].name : "<config>"))) {
-            errf(err, errlen, "out of memory");
+            mg_errf(err, errlen, "out of memory");
             goto done;
         }
         cfg->nfiles++;
@@ -781,7 +770,7 @@ int mg_config_load_buffers(const mg_config_buffer_t *bufs, size_t nbufs, mg_conf
         }
         if (mg_scg_unwrap_configmap(&ctx, arena, root, bufs[i].data, bufs[i].len, &root) != 0) goto done;
         if (!(merged = merged ? mg_ynode_merge(arena, merged, root) : root)) {
-            errf(err, errlen, "out of memory");
+            mg_errf(err, errlen, "out of memory");
             goto done;
         }
     }
@@ -798,7 +787,7 @@ int mg_config_load_buffers(const mg_config_buffer_t *bufs, size_t nbufs, mg_conf
         int dl = slash ? (int)(slash - f0) : 1;
         size_t n = (size_t)dl + 11;
         if (!(cfg->discovery.data_dir = malloc(n))) {
-            rc = errf(err, errlen, "out of memory");
+            rc = mg_errf(err, errlen, "out of memory");
             goto done;
         }
         snprintf(cfg->discovery.data_dir, n, "%.*s/.meshgate", dl, slash ? (slash == f0 ? "" : f0) : ".");
@@ -815,14 +804,14 @@ done:
 static int read_file(const char *path, char **data, size_t *len, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "rb");
-    if (!f) return errf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    if (!f) return mg_errf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
     size_t cap = 4096, n = 0;
     char *buf = malloc(cap);
     int rc = 0;
     while (buf) {
         if (n == cap) {
             if (cap >= MG_CONFIG_MAX_FILE) {
-                rc = errf(err, errlen, "%s: file too large (more than %u bytes)", path, MG_CONFIG_MAX_FILE);
+                rc = mg_errf(err, errlen, "%s: file too large (more than %u bytes)", path, MG_CONFIG_MAX_FILE);
                 break;
             }
             char *q = realloc(buf, cap * 2);
@@ -833,12 +822,12 @@ static int read_file(const char *path, char **data, size_t *len, char *err, size
         size_t got = fread(buf + n, 1, cap - n, f);
         n += got;
         if (got == 0) {
-            if (ferror(f)) rc = errf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+            if (ferror(f)) rc = mg_errf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
             break;
         }
     }
     fclose(f);
-    if (!buf) return errf(err, errlen, "%s: out of memory", path);
+    if (!buf) return mg_errf(err, errlen, "%s: out of memory", path);
     if (rc) {
         free(buf);
         return rc;
@@ -852,7 +841,7 @@ int mg_config_load(const char *const *files, size_t nfiles, mg_config_t **out, c
 {
     *out = NULL;
     mg_config_buffer_t *bufs = calloc(nfiles ? nfiles : 1, sizeof *bufs);
-    if (!bufs) return errf(err, errlen, "out of memory");
+    if (!bufs) return mg_errf(err, errlen, "out of memory");
     int rc = 0;
     size_t i;
     for (i = 0; i < nfiles && rc == 0; i++) {

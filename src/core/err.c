@@ -1,6 +1,8 @@
 /* err: text for the error codes in err.h. */
 #include "core/err.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 const char *mg_strerror(int code)
@@ -16,4 +18,15 @@ const char *mg_strerror(int code)
     if (code < 0 && code > MG_EBASE)
         return strerror(-code);
     return "unknown error";
+}
+
+int mg_errf(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return MG_ECONFIG;
 }

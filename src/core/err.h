@@ -17,6 +17,12 @@ enum {
     MG_ELAST
 };
 
+#include <stddef.h>
+
+/* Writes a printf-style message to err (when err and errlen are set) and
+ * returns MG_ECONFIG: the one helper for "FILE:LINE:COL: message" errors. */
+int mg_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* Human-readable text for any code above (negative errno included). */
 const char *mg_strerror(int code);
 

@@ -59,17 +59,6 @@ struct mg_path_pattern {
     mg_slice_t names[MG_PATH_MAX_VARS]; /* into text */
 };
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return MG_ECONFIG;
-}
 
 /* regex building: see rx.h */
 #define sbuf_t mg_sbuf_t
@@ -89,15 +78,15 @@ typedef struct {
 static int add_var(mg_path_pattern_t *p, size_t off, size_t len, char *err, size_t errlen)
 {
     mg_slice_t name = mg_slice(p->text + off, len);
-    if (len == 0) return fail(err, errlen, "empty variable name");
+    if (len == 0) return mg_errf(err, errlen, "empty variable name");
     for (size_t i = 0; i < len; i++)
         if (strchr("/{}*", name.p[i]))
-            return fail(err, errlen, "bad character '%c' in variable name", name.p[i]);
+            return mg_errf(err, errlen, "bad character '%c' in variable name", name.p[i]);
     for (size_t i = 0; i < p->nvars; i++)
         if (mg_slice_eq(p->names[i], name))
-            return fail(err, errlen, "duplicate variable '%.*s'", (int)len, name.p);
+            return mg_errf(err, errlen, "duplicate variable '%.*s'", (int)len, name.p);
     if (p->nvars >= MG_PATH_MAX_VARS)
-        return fail(err, errlen, "too many variables (at most %d)", MG_PATH_MAX_VARS);
+        return mg_errf(err, errlen, "too many variables (at most %d)", MG_PATH_MAX_VARS);
     p->names[p->nvars++] = name;
     return 0;
 }
@@ -110,8 +99,8 @@ static int scan_var(const char *t, size_t i, size_t end, varspec_t *v, size_t *n
     size_t j = i + 1;
     v->name_off = j;
     while (j < end && t[j] != ':' && t[j] != '}' && t[j] != '{') j++;
-    if (j >= end) return fail(err, errlen, "unclosed '{'");
-    if (t[j] == '{') return fail(err, errlen, "unexpected '{' in variable name");
+    if (j >= end) return mg_errf(err, errlen, "unclosed '{'");
+    if (t[j] == '{') return mg_errf(err, errlen, "unexpected '{' in variable name");
     v->name_len = j - v->name_off;
     v->has_re = false;
     v->re_off = v->re_len = 0;
@@ -125,9 +114,9 @@ static int scan_var(const char *t, size_t i, size_t end, varspec_t *v, size_t *n
             if (t[k] == '{') depth++;
             else if (t[k] == '}') { if (depth == 0) break; depth--; }
         }
-        if (k >= end) return fail(err, errlen, "unclosed '{'");
+        if (k >= end) return mg_errf(err, errlen, "unclosed '{'");
         v->re_len = k - v->re_off;
-        if (v->re_len == 0) return fail(err, errlen, "empty regex in variable");
+        if (v->re_len == 0) return mg_errf(err, errlen, "empty regex in variable");
         j = k;
     }
     *next = j + 1; /* past '}' */
@@ -137,17 +126,17 @@ static int scan_var(const char *t, size_t i, size_t end, varspec_t *v, size_t *n
 static int compile_regex(el_t *el, const char *src, char *err, size_t errlen)
 {
     el->re = calloc(1, sizeof *el->re);
-    if (!el->re) return fail(err, errlen, "out of memory");
+    if (!el->re) return mg_errf(err, errlen, "out of memory");
     int rc = regcomp(el->re, src, REG_EXTENDED);
     if (rc != 0) {
         char msg[128];
         regerror(rc, el->re, msg, sizeof msg);
         free(el->re);
         el->re = NULL;
-        return fail(err, errlen, "bad regex: %s", msg);
+        return mg_errf(err, errlen, "bad regex: %s", msg);
     }
     el->nmatch = el->re->re_nsub + 1;
-    if (el->nmatch > MAX_GROUPS) return fail(err, errlen, "too many regex groups (at most %d)", MAX_GROUPS - 1);
+    if (el->nmatch > MAX_GROUPS) return mg_errf(err, errlen, "too many regex groups (at most %d)", MAX_GROUPS - 1);
     return 0;
 }
 
@@ -168,12 +157,12 @@ static int compile_segment(mg_path_pattern_t *p, el_t *el, size_t s, size_t e,
             int rc = scan_var(t, i, e, &v, &nx, err, errlen);
             if (rc) return rc;
             if (v.name_len > 0 && t[v.name_off] == '*')
-                return fail(err, errlen, "'{*...}' must be a whole segment at the end of the pattern");
+                return mg_errf(err, errlen, "'{*...}' must be a whole segment at the end of the pattern");
             if (nvar++ == 0) { first = v; first_end = nx; }
             has_var = true;
             i = nx;
         } else if (t[i] == '}') {
-            return fail(err, errlen, "unexpected '}'");
+            return mg_errf(err, errlen, "unexpected '}'");
         } else {
             if (t[i] == '*') has_star = true;
             i++;
@@ -222,7 +211,7 @@ static int compile_segment(mg_path_pattern_t *p, el_t *el, size_t s, size_t e,
         }
     }
     sb_putc(&b, '$');
-    if (rc == 0 && b.oom) rc = fail(err, errlen, "out of memory");
+    if (rc == 0 && b.oom) rc = mg_errf(err, errlen, "out of memory");
     if (rc == 0) rc = compile_regex(el, b.p, err, errlen);
     free(b.p);
     return rc;
@@ -233,7 +222,7 @@ static int push_el(mg_path_pattern_t *p, size_t *cap, el_t **out, char *err, siz
     if (p->nels == *cap) {
         size_t nc = *cap ? *cap * 2 : 4;
         el_t *q = realloc(p->els, nc * sizeof *q);
-        if (!q) return fail(err, errlen, "out of memory");
+        if (!q) return mg_errf(err, errlen, "out of memory");
         p->els = q;
         *cap = nc;
     }
@@ -260,11 +249,11 @@ static int compile(mg_path_pattern_t *p, char *err, size_t errlen)
     size_t n = strlen(t), cap = 0, run = 0;
     int rc;
 
-    if (n == 0 || t[0] != '/') return fail(err, errlen, "pattern must start with '/'");
-    if (n > UINT32_MAX / 2) return fail(err, errlen, "pattern too long");
+    if (n == 0 || t[0] != '/') return mg_errf(err, errlen, "pattern must start with '/'");
+    if (n > UINT32_MAX / 2) return mg_errf(err, errlen, "pattern too long");
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)t[i] <= 0x20 || t[i] == 0x7f)
-            return fail(err, errlen, "pattern contains a space or control character");
+            return mg_errf(err, errlen, "pattern contains a space or control character");
 
     for (size_t i = 0; i < n;) { /* t[i] == '/' */
         size_t s = i + 1, e = s;
@@ -276,14 +265,14 @@ static int compile(mg_path_pattern_t *p, char *err, size_t errlen)
                     if (t[e] == '{') depth++;
                     else if (t[e] == '}' && --depth == 0) break;
                 }
-                if (e >= n) return fail(err, errlen, "unclosed '{'");
+                if (e >= n) return mg_errf(err, errlen, "unclosed '{'");
             }
             e++;
         }
         bool last = (e == n);
         size_t sl = e - s;
         if (sl == 2 && t[s] == '*' && t[s + 1] == '*') {
-            if (!last) return fail(err, errlen, "'**' is only allowed as the last segment");
+            if (!last) return mg_errf(err, errlen, "'**' is only allowed as the last segment");
             p->tail = TAIL_REST;
             return push_lit(p, &cap, run, i, err, errlen);
         }
@@ -292,8 +281,8 @@ static int compile(mg_path_pattern_t *p, char *err, size_t errlen)
             size_t nx;
             if ((rc = scan_var(t, s, e, &v, &nx, err, errlen))) return rc;
             if (nx != e || !last)
-                return fail(err, errlen, "'{*...}' must be a whole segment at the end of the pattern");
-            if (v.has_re) return fail(err, errlen, "'{*...}' takes no regex");
+                return mg_errf(err, errlen, "'{*...}' must be a whole segment at the end of the pattern");
+            if (v.has_re) return mg_errf(err, errlen, "'{*...}' takes no regex");
             if ((rc = push_lit(p, &cap, run, i, err, errlen))) return rc;
             p->tail = TAIL_CAPTURE;
             p->tail_var = (uint8_t)p->nvars;
@@ -315,11 +304,11 @@ static int compile(mg_path_pattern_t *p, char *err, size_t errlen)
 int mg_path_compile(const char *pattern, mg_path_pattern_t **out, char *err, size_t errlen)
 {
     *out = NULL;
-    if (!pattern) return fail(err, errlen, "no pattern");
+    if (!pattern) return mg_errf(err, errlen, "no pattern");
     mg_path_pattern_t *p = calloc(1, sizeof *p);
     if (!p || !(p->text = strdup(pattern))) {
         free(p);
-        return fail(err, errlen, "out of memory");
+        return mg_errf(err, errlen, "out of memory");
     }
     int rc = compile(p, err, errlen);
     if (rc) {

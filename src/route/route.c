@@ -45,17 +45,6 @@ struct mg_route_table {
     hits_t hits;
 };
 
-static int errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int errf(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return MG_ECONFIG;
-}
 
 static const mg_config_t *g_sort_cfg; /* qsort context (control thread only) */
 
@@ -76,7 +65,7 @@ static int find_limiter(const mg_chain_t *ch, const mg_plugin_list_t *l, int *ou
         if (!mg_plugin_is_rate_limiter(ch->v[k].spec)) continue;
         if (*out >= 0) {
             const mg_src_pos_t *p = &l->v[k].pos, *f = &l->v[*out].pos;
-            return errf(err, errlen, "%s:%d:%d: a second rate limiter (the first is at %s:%d:%d); a route takes one",
+            return mg_errf(err, errlen, "%s:%d:%d: a second rate limiter (the first is at %s:%d:%d); a route takes one",
                         p->file, p->line, p->col, f->file, f->line, f->col);
         }
         *out = (int)k;
@@ -96,7 +85,7 @@ static int build_limiter(mg_route_table_t *t, const mg_config_t *cfg, size_t i, 
     if ((x = find_limiter(&t->defaults, &cfg->default_filters, &def, err, errlen))) return x;
     if (own >= 0 && def >= 0) {
         const mg_src_pos_t *p = &rc->filters.v[own].pos, *f = &cfg->default_filters.v[def].pos;
-        return errf(err, errlen, "%s:%d:%d: a second rate limiter (default-filters has one at %s:%d:%d); a route takes one",
+        return mg_errf(err, errlen, "%s:%d:%d: a second rate limiter (default-filters has one at %s:%d:%d); a route takes one",
                     p->file, p->line, p->col, f->file, f->line, f->col);
     }
     if (own < 0 && def < 0) return 0;
@@ -104,9 +93,9 @@ static int build_limiter(mg_route_table_t *t, const mg_config_t *cfg, size_t i, 
     const mg_src_pos_t *p = own >= 0 ? &rc->filters.v[own].pos : &cfg->default_filters.v[def].pos;
     mg_slice_t id = mg_slice_cstr(rc->id);
     char why[200];
-    if (!(c->limiter = calloc(1, sizeof *c->limiter))) return errf(err, errlen, "out of memory");
+    if (!(c->limiter = calloc(1, sizeof *c->limiter))) return mg_errf(err, errlen, "out of memory");
     if (mg_rl_limiter_init(c->limiter, mg_rate_limit_cfg(in->state), id, mg_rl_registry_get(id), why, sizeof why) != 0)
-        return errf(err, errlen, "%s:%d:%d: %s", p->file, p->line, p->col, why);
+        return mg_errf(err, errlen, "%s:%d:%d: %s", p->file, p->line, p->col, why);
     return 0;
 }
 
@@ -128,7 +117,7 @@ static int compile_route(mg_route_table_t *t, const mg_config_t *cfg, size_t i, 
     char *pv[1];
     mg_arg_cfg_t pa;
     if (rc->path) {
-        if (!(tmp = calloc(rc->predicates.n + 1, sizeof *tmp))) return errf(err, errlen, "out of memory");
+        if (!(tmp = calloc(rc->predicates.n + 1, sizeof *tmp))) return mg_errf(err, errlen, "out of memory");
         pv[0] = rc->path;
         pa = (mg_arg_cfg_t){ "patterns", pv, 1, rc->path_pos.file ? rc->path_pos : rc->pos };
         tmp[0] = (mg_plugin_cfg_t){ mg_pred_path.name, &pa, 1, pa.pos };
@@ -167,23 +156,23 @@ static int build_weights(mg_route_table_t *t, char *err, size_t errlen)
             if (gid == t->ngroups) {
                 if (gid == MG_MAX_WEIGHT_GROUPS) {
                     const mg_src_pos_t *p = &t->routes[i].cfg->pos;
-                    return errf(err, errlen, "%s:%d:%d: too many Weight groups (at most %d)", p->file, p->line, p->col,
+                    return mg_errf(err, errlen, "%s:%d:%d: too many Weight groups (at most %d)", p->file, p->line, p->col,
                                 MG_MAX_WEIGHT_GROUPS);
                 }
                 mg_weight_group_t *q = realloc(t->groups, (t->ngroups + 1) * sizeof *q);
-                if (!q) return errf(err, errlen, "out of memory");
+                if (!q) return mg_errf(err, errlen, "out of memory");
                 t->groups = q;
                 memset(&t->groups[gid], 0, sizeof t->groups[gid]);
                 names[gid] = g;
                 t->ngroups++;
             }
             mg_weight_group_t *wg = &t->groups[gid];
-            if (wg->nslots >= UINT16_MAX - 1) return errf(err, errlen, "too many routes in Weight group '%s'", g);
+            if (wg->nslots >= UINT16_MAX - 1) return mg_errf(err, errlen, "too many routes in Weight group '%s'", g);
             uint32_t *q = realloc(wg->cum, (wg->nslots + 1) * sizeof *q);
-            if (!q) return errf(err, errlen, "out of memory");
+            if (!q) return mg_errf(err, errlen, "out of memory");
             wg->cum = q;
             uint64_t prev = wg->nslots ? wg->cum[wg->nslots - 1] : 0, w = mg_pred_weight_value(st);
-            if (prev + w > UINT32_MAX) return errf(err, errlen, "Weight group '%s': weights add up to too much", g);
+            if (prev + w > UINT32_MAX) return mg_errf(err, errlen, "Weight group '%s': weights add up to too much", g);
             wg->cum[wg->nslots] = (uint32_t)(prev + w);
             mg_pred_weight_assign(st, (uint32_t)gid, wg->nslots);
             wg->nslots++;
@@ -197,12 +186,12 @@ int mg_route_table_build(const mg_config_t *cfg, mg_route_table_t **out, char *e
     *out = NULL;
     mg_route_table_t *t = calloc(1, sizeof *t);
     size_t n = cfg->nroutes;
-    if (!t) return errf(err, errlen, "out of memory");
+    if (!t) return mg_errf(err, errlen, "out of memory");
     if (!(t->trie = mg_trie_new()) ||
         (n && (!(t->routes = calloc(n, sizeof *t->routes)) || !(t->comp = calloc(n, sizeof *t->comp)) ||
                !(t->by_rank = calloc(n, sizeof *t->by_rank))))) {
         mg_route_table_free(t);
-        return errf(err, errlen, "out of memory");
+        return mg_errf(err, errlen, "out of memory");
     }
     int rc = mg_chain_build(MG_PLUGIN_FILTER, &cfg->default_filters, &t->defaults, err, errlen);
     for (size_t i = 0; rc == 0 && i < n; i++) {
@@ -224,7 +213,7 @@ int mg_route_table_build(const mg_config_t *cfg, mg_route_table_t **out, char *e
             for (size_t k = 0; rc == 0 && k < mg_pred_path_count(st); k++)
                 rc = mg_trie_insert(t->trie, mg_path_pattern_text(mg_pred_path_at(st, k)), rank);
         }
-        if (rc) rc = errf(err, errlen, "out of memory");
+        if (rc) rc = mg_errf(err, errlen, "out of memory");
     }
     if (rc == 0) {
         hits_t *h = &t->hits;
@@ -233,7 +222,7 @@ int mg_route_table_build(const mg_config_t *cfg, mg_route_table_t **out, char *e
         h->stride = (n + 7) / 8 * 8;
         if (h->stride == 0) h->stride = 8;
         size_t bytes = h->stride * h->nworkers * sizeof *h->c;
-        if (!(h->c = aligned_alloc(64, bytes))) rc = errf(err, errlen, "out of memory");
+        if (!(h->c = aligned_alloc(64, bytes))) rc = mg_errf(err, errlen, "out of memory");
         else
             for (size_t i = 0; i < h->stride * h->nworkers; i++) atomic_init(&h->c[i], 0);
     }

@@ -17,17 +17,6 @@
 #define MAX_REGEX_LEN 1024
 #define MAX_REGEX_COST 65536
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return MG_ECONFIG;
-}
 
 void mg_sb_putn(mg_sbuf_t *b, const char *s, size_t n)
 {
@@ -69,13 +58,13 @@ static int named_group(const char *re, size_t n, size_t *i, size_t group, mg_rx_
     /* re[*i] == '(' , re[*i+1] == '?', re[*i+2] == '<' */
     size_t s = *i + 3, j = s;
     while (j < n && (isalnum((unsigned char)re[j]) || re[j] == '_')) j++;
-    if (j >= n || re[j] != '>' || j == s) return fail(err, errlen, "bad named group in regex");
+    if (j >= n || re[j] != '>' || j == s) return mg_errf(err, errlen, "bad named group in regex");
     if (names) {
         for (size_t k = 0; k < names->n; k++)
             if (strlen(names->name[k]) == j - s && memcmp(names->name[k], re + s, j - s) == 0)
-                return fail(err, errlen, "duplicate group name '%.*s' in regex", (int)(j - s), re + s);
-        if (names->n >= MG_RX_MAX_NAMES) return fail(err, errlen, "too many named groups in regex");
-        if (!(names->name[names->n] = strndup(re + s, j - s))) return fail(err, errlen, "out of memory");
+                return mg_errf(err, errlen, "duplicate group name '%.*s' in regex", (int)(j - s), re + s);
+        if (names->n >= MG_RX_MAX_NAMES) return mg_errf(err, errlen, "too many named groups in regex");
+        if (!(names->name[names->n] = strndup(re + s, j - s))) return mg_errf(err, errlen, "out of memory");
         names->group[names->n++] = (unsigned)group;
     }
     *i = j;
@@ -88,16 +77,16 @@ int mg_rx_translate(mg_sbuf_t *b, const char *re, size_t n, size_t *groups, mg_r
     bool in_br = false, after_quant = false;
     uint64_t cost = 1;
     int rc;
-    if (n > MAX_REGEX_LEN) return fail(err, errlen, "regex longer than %d characters", MAX_REGEX_LEN);
+    if (n > MAX_REGEX_LEN) return mg_errf(err, errlen, "regex longer than %d characters", MAX_REGEX_LEN);
     for (size_t i = 0; i < n; i++) {
         char c = re[i];
         if (!in_br) {
             bool quant = c == '*' || c == '+' || c == '?' || c == '{';
             if (quant && after_quant)
-                return fail(err, errlen, "stacked regex quantifiers (lazy, possessive) are not supported");
+                return mg_errf(err, errlen, "stacked regex quantifiers (lazy, possessive) are not supported");
             after_quant = quant;
             if (c == '\\') {
-                if (++i == n) return fail(err, errlen, "regex ends with '\\'");
+                if (++i == n) return mg_errf(err, errlen, "regex ends with '\\'");
                 char e = re[i];
                 if (e == 'd') mg_sb_puts(b, "[0-9]");
                 else if (e == 'D') mg_sb_puts(b, "[^0-9]");
@@ -105,14 +94,14 @@ int mg_rx_translate(mg_sbuf_t *b, const char *re, size_t n, size_t *groups, mg_r
                     mg_sb_putc(b, '\\');
                     mg_sb_putc(b, e);
                 } else if (isalnum((unsigned char)e))
-                    return fail(err, errlen, "unsupported regex escape '\\%c'", e);
+                    return mg_errf(err, errlen, "unsupported regex escape '\\%c'", e);
                 else mg_sb_lit(b, e);
             } else if (c == '(') {
                 if (i + 1 < n && re[i + 1] == '?') {
                     if (i + 2 < n && re[i + 2] == ':') i += 2;
                     else if (i + 3 < n && re[i + 2] == '<' && re[i + 3] != '=' && re[i + 3] != '!') {
                         if ((rc = named_group(re, n, &i, *groups + 1, names, err, errlen))) return rc;
-                    } else return fail(err, errlen, "unsupported regex group '(?' (lookaround, flags)");
+                    } else return mg_errf(err, errlen, "unsupported regex group '(?' (lookaround, flags)");
                 }
                 (*groups)++;
                 mg_sb_putc(b, '(');
@@ -136,15 +125,15 @@ int mg_rx_translate(mg_sbuf_t *b, const char *re, size_t n, size_t *groups, mg_r
                     }
                 }
                 if (j >= n || re[j] != '}' || !(re[i + 1] >= '0' && re[i + 1] <= '9'))
-                    return fail(err, errlen, "bad regex interval");
+                    return mg_errf(err, errlen, "bad regex interval");
                 cost *= hi + 1;
-                if (cost > MAX_REGEX_COST) return fail(err, errlen, "regex too complex (nested repetition)");
+                if (cost > MAX_REGEX_COST) return mg_errf(err, errlen, "regex too complex (nested repetition)");
                 mg_sb_putn(b, re + i, j + 1 - i);
                 i = j;
             } else {
                 if (c == '+') {
                     cost *= 2;
-                    if (cost > MAX_REGEX_COST) return fail(err, errlen, "regex too complex (nested repetition)");
+                    if (cost > MAX_REGEX_COST) return mg_errf(err, errlen, "regex too complex (nested repetition)");
                 }
                 mg_sb_putc(b, c);
             }
@@ -158,24 +147,24 @@ int mg_rx_translate(mg_sbuf_t *b, const char *re, size_t n, size_t *groups, mg_r
                 char d = re[i + 1];
                 size_t j = i + 2;
                 while (j + 1 < n && !(re[j] == d && re[j + 1] == ']')) j++;
-                if (j + 1 >= n) return fail(err, errlen, "unterminated '[%c' in regex", d);
+                if (j + 1 >= n) return mg_errf(err, errlen, "unterminated '[%c' in regex", d);
                 mg_sb_putn(b, re + i, j + 2 - i);
                 i = j + 1;
             } else if (c == '\\') {
-                if (++i == n) return fail(err, errlen, "regex ends with '\\'");
+                if (++i == n) return mg_errf(err, errlen, "regex ends with '\\'");
                 char e = re[i];
                 if (e == 'd') mg_sb_puts(b, "0-9");
                 else if (e == 'w') mg_sb_puts(b, "A-Za-z0-9_");
                 else if (e == 's') mg_sb_puts(b, " \t\n\r\f\v");
                 else if (e == ']' || e == '-' || e == '^' || isalnum((unsigned char)e))
-                    return fail(err, errlen, "unsupported escape '\\%c' in regex bracket", e);
+                    return mg_errf(err, errlen, "unsupported escape '\\%c' in regex bracket", e);
                 else mg_sb_putc(b, e);
             } else {
                 mg_sb_putc(b, c);
             }
         }
     }
-    if (in_br) return fail(err, errlen, "unterminated '[' in regex");
+    if (in_br) return mg_errf(err, errlen, "unterminated '[' in regex");
     return 0;
 }
 
@@ -190,7 +179,7 @@ int mg_rx_compile(mg_rx_t *rx, const char *java, bool whole, char *err, size_t e
     memset(rx, 0, sizeof *rx);
     size_t n = strlen(java);
     rx->whole = whole;
-    if (!(rx->text = strdup(java))) return fail(err, errlen, "out of memory");
+    if (!(rx->text = strdup(java))) return mg_errf(err, errlen, "out of memory");
     rx->len = n;
     if (strpbrk(java, ".[]()*+?{}|^$\\") == NULL) {
         rx->literal = true;
@@ -204,10 +193,10 @@ int mg_rx_compile(mg_rx_t *rx, const char *java, bool whole, char *err, size_t e
     }
     int rc = mg_rx_translate(&b, java, n, &groups, &rx->names, err, errlen);
     if (whole) mg_sb_puts(&b, ")$");
-    if (rc == 0 && b.oom) rc = fail(err, errlen, "out of memory");
+    if (rc == 0 && b.oom) rc = mg_errf(err, errlen, "out of memory");
     if (rc == 0 && groups + 1 > MG_RX_MAX_GROUPS)
-        rc = fail(err, errlen, "too many regex groups (at most %d)", MG_RX_MAX_GROUPS - 2);
-    if (rc == 0 && !(rx->re = calloc(1, sizeof *rx->re))) rc = fail(err, errlen, "out of memory");
+        rc = mg_errf(err, errlen, "too many regex groups (at most %d)", MG_RX_MAX_GROUPS - 2);
+    if (rc == 0 && !(rx->re = calloc(1, sizeof *rx->re))) rc = mg_errf(err, errlen, "out of memory");
     if (rc == 0) {
         int e = regcomp(rx->re, b.p ? b.p : "", REG_EXTENDED);
         if (e != 0) {
@@ -215,7 +204,7 @@ int mg_rx_compile(mg_rx_t *rx, const char *java, bool whole, char *err, size_t e
             regerror(e, rx->re, msg, sizeof msg);
             free(rx->re);
             rx->re = NULL;
-            rc = fail(err, errlen, "bad regex '%.80s': %s", java, msg);
+            rc = mg_errf(err, errlen, "bad regex '%.80s': %s", java, msg);
         }
     }
     free(b.p);
@@ -312,7 +301,7 @@ int mg_rx_repl_compile(mg_rx_repl_t *r, const mg_rx_t *rx, const char *repl, cha
         if (repl[j] == '{') {
             const char *end = strchr(repl + j, '}');
             if (!end) {
-                rc = fail(err, errlen, "replacement '%.80s': unclosed '${'", repl);
+                rc = mg_errf(err, errlen, "replacement '%.80s': unclosed '${'", repl);
                 break;
             }
             size_t nl = (size_t)(end - repl - j - 1);
@@ -320,7 +309,7 @@ int mg_rx_repl_compile(mg_rx_repl_t *r, const mg_rx_t *rx, const char *repl, cha
                 if (strlen(rx->names.name[k]) == nl && memcmp(rx->names.name[k], repl + j + 1, nl) == 0)
                     group = (int)rx->names.group[k] - (int)rx->shift;
             if (group < 0) {
-                rc = fail(err, errlen, "replacement '%.80s': no group named '%.*s' in the regex", repl, (int)nl,
+                rc = mg_errf(err, errlen, "replacement '%.80s': no group named '%.*s' in the regex", repl, (int)nl,
                           repl + j + 1);
                 break;
             }
@@ -328,21 +317,21 @@ int mg_rx_repl_compile(mg_rx_repl_t *r, const mg_rx_t *rx, const char *repl, cha
         } else if (repl[j] >= '0' && repl[j] <= '9') {
             group = repl[j] - '0';
             if ((size_t)group > ngroups) {
-                rc = fail(err, errlen, "replacement '%.80s': no group %d in the regex", repl, group);
+                rc = mg_errf(err, errlen, "replacement '%.80s': no group %d in the regex", repl, group);
                 break;
             }
             i = j;
         } else {
-            rc = fail(err, errlen, "replacement '%.80s': '$' must be followed by a group (use \\$ for a dollar)",
+            rc = mg_errf(err, errlen, "replacement '%.80s': '$' must be followed by a group (use \\$ for a dollar)",
                       repl);
             break;
         }
-        if (lit.n && repl_push(r, -1, lit.p, lit.n) != 0) rc = fail(err, errlen, "out of memory");
+        if (lit.n && repl_push(r, -1, lit.p, lit.n) != 0) rc = mg_errf(err, errlen, "out of memory");
         lit.n = 0;
-        if (rc == 0 && repl_push(r, group, NULL, 0) != 0) rc = fail(err, errlen, "out of memory");
+        if (rc == 0 && repl_push(r, group, NULL, 0) != 0) rc = mg_errf(err, errlen, "out of memory");
     }
-    if (rc == 0 && lit.n && repl_push(r, -1, lit.p, lit.n) != 0) rc = fail(err, errlen, "out of memory");
-    if (rc == 0 && lit.oom) rc = fail(err, errlen, "out of memory");
+    if (rc == 0 && lit.n && repl_push(r, -1, lit.p, lit.n) != 0) rc = mg_errf(err, errlen, "out of memory");
+    if (rc == 0 && lit.oom) rc = mg_errf(err, errlen, "out of memory");
     free(lit.p);
     if (rc) mg_rx_repl_free(r);
     return rc;
