@@ -166,11 +166,11 @@ static int registry_start(const mg_config_t *cfg)
     }
     char err[512] = "";
     const char *dir = cfg->discovery.data_dir;
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
-        mg_warn("registry: cannot create data_dir %s: %s", dir, strerror(errno));
-    int rc = mg_store_open(dir, &G.store, err, sizeof err);
-    if (rc) {
-        mg_error("registry: %s: registrations are kept in memory only", err[0] ? err : mg_strerror(rc));
+    if (!mg_store_exists(dir)) {
+        /* nothing to restore: the database is created by the first registration */
+        mg_store_attach_lazy(dir, G.reg, &G.store);
+    } else if (mg_store_open(dir, &G.store, err, sizeof err) != 0) {
+        mg_error("registry: %s: registrations are kept in memory only", err[0] ? err : "cannot open the store");
         G.store = NULL;
     } else {
         int n = mg_store_load(G.store, G.reg, (int64_t)uv_now(G.loop), wall_ms(), err, sizeof err);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 #include "core/err.h"
@@ -182,6 +183,58 @@ void mg_store_attach(mg_store_t *s, mg_registry_t *r)
 {
     static const mg_reg_persist_t ops = { hook_save, hook_remove };
     mg_registry_set_persist(r, &ops, s);
+}
+
+/* Lazy attach: the database is created by the first registration, so a
+ * gateway that never uses its registry opens no SQLite file (and pays no
+ * memory for it). */
+static struct {
+    char dir[4096];
+    mg_store_t **slot;
+    bool failed;
+} lazy;
+
+static mg_store_t *lazy_open(void)
+{
+    if (*lazy.slot || lazy.failed)
+        return *lazy.slot;
+    char err[512] = "";
+    if (mg_store_open(lazy.dir, lazy.slot, err, sizeof err) != 0) {
+        lazy.failed = true;
+        *lazy.slot = NULL;
+        mg_error("registry: %s: registrations are kept in memory only", err[0] ? err : "cannot open the store");
+    }
+    return *lazy.slot;
+}
+
+static int lazy_save(void *ud, const mg_reg_instance_t *inst, uint64_t index)
+{
+    (void)ud;
+    mg_store_t *s = lazy_open();
+    return s ? hook_save(s, inst, index) : 0;
+}
+
+static int lazy_remove(void *ud, const char *id, uint64_t index)
+{
+    (void)ud;
+    mg_store_t *s = lazy_open();
+    return s ? hook_remove(s, id, index) : 0;
+}
+
+void mg_store_attach_lazy(const char *data_dir, mg_registry_t *r, mg_store_t **slot)
+{
+    static const mg_reg_persist_t ops = { lazy_save, lazy_remove };
+    snprintf(lazy.dir, sizeof lazy.dir, "%s", data_dir);
+    lazy.slot = slot;
+    lazy.failed = false;
+    mg_registry_set_persist(r, &ops, NULL);
+}
+
+bool mg_store_exists(const char *data_dir)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/registry.db", data_dir);
+    return access(path, F_OK) == 0;
 }
 
 static int sync_one(void *ud, const mg_reg_check_t *c)

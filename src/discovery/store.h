@@ -25,6 +25,7 @@
 #define MG_DISCOVERY_STORE_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "discovery/registry.h"
@@ -48,6 +49,10 @@ int mg_store_load(mg_store_t *s, mg_registry_t *r, int64_t now_ms, int64_t wall_
 /* Installs the persist hooks on r: from now on every registration and
  * removal is written through. */
 void mg_store_attach(mg_store_t *s, mg_registry_t *r);
+/* When no database exists yet: open it (into *slot) on the first
+ * registration, so an unused registry costs no SQLite memory. */
+void mg_store_attach_lazy(const char *data_dir, mg_registry_t *r, mg_store_t **slot);
+bool mg_store_exists(const char *data_dir);
 
 /* Writes dirty TTL check state and the index in one transaction. Call
  * every second or so and at shutdown. 0 or a negative code. */
