@@ -357,7 +357,7 @@ void mg_exchange_overflow(mg_session_t *s, mg_overflow_t which)
     mg_session_local_reply_h(s, 503, msg[which], s->rq != RQ_DONE, &extra);
 }
 
-/* A native `respond:` route: meshgate answers (fallback targets, stubs). */
+/* A native `respond:` route: meshgate answers itself (fallback targets, canned answers). */
 static void respond_route(mg_session_t *s)
 {
     const mg_route_cfg_t *rc = s->route->cfg;
