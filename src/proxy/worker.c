@@ -349,7 +349,27 @@ static void on_all_exited(uv_async_t *a)
         srv->on_exit(srv->on_exit_arg);
 }
 
-static int bind_one(const mg_addr_cfg_t *a, char *err, size_t errlen)
+/* SO_REUSEPORT would let us share a port with another process that also
+ * set it (another meshgate, an nginx with reuseport) and silently split its
+ * traffic. A probe bound without SO_REUSEPORT fails if anyone holds the
+ * port, so an occupied address is an error, as users expect. */
+static int probe_free(const struct addrinfo *res, const mg_addr_cfg_t *a, char *err, size_t errlen)
+{
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0)
+        return 0;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    int rc = bind(fd, res->ai_addr, res->ai_addrlen) == 0 ? 0 : -errno;
+    close(fd);
+    if (rc == -EADDRINUSE) {
+        snprintf(err, errlen, "listen %s:%u: %s", a->host, a->port, strerror(EADDRINUSE));
+        return rc;
+    }
+    return 0;
+}
+
+static int bind_one(const mg_addr_cfg_t *a, bool probe, char *err, size_t errlen)
 {
     struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV }, *res;
     char port[8];
@@ -358,6 +378,10 @@ static int bind_one(const mg_addr_cfg_t *a, char *err, size_t errlen)
     if (rc) {
         snprintf(err, errlen, "listen %s:%u: %s", a->host, a->port, gai_strerror(rc));
         return -EINVAL;
+    }
+    if (probe && (rc = probe_free(res, a, err, errlen)) != 0) {
+        freeaddrinfo(res);
+        return rc;
     }
     int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
@@ -421,7 +445,7 @@ int mg_server_start(void *control_loop, mg_snapshot_t *snap, void (*on_exit)(voi
             break;
         }
         for (size_t j = 0; j < cfg->nlisten; j++) {
-            int fd = bind_one(&cfg->listen[j], err, errlen);
+            int fd = bind_one(&cfg->listen[j], i == 0, err, errlen);
             if (fd < 0) {
                 rc = fd;
                 break;
