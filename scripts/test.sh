@@ -20,7 +20,9 @@ step() { # name, command...
 count_ctest() { # build dir: adds every cmocka test case to the totals
     local dir=$1 log rc np nf
     log=$(mktemp)
-    (cd "$dir" && ctest -V) > "$log" 2>&1
+    # A test binary that hangs fails after 300 s; one that fails is run once
+    # more (a timing-sensitive test on a loaded machine) and must then pass.
+    (cd "$dir" && ctest -V --timeout 300 --repeat until-pass:2) > "$log" 2>&1
     rc=$?
     grep -E '^[0-9]+: \[ +(OK|FAILED|PASSED) +\]|tests passed|tests failed' "$log" | grep -vE '\[ +OK +\]' || true
     grep -E '^[0-9]+: \[ +FAILED +\]|Failed|\*\*\*' "$log" | head -40 || true
@@ -28,7 +30,14 @@ count_ctest() { # build dir: adds every cmocka test case to the totals
     nf=$(grep -Eo '\[ +FAILED +\] [0-9]+ test' "$log" | grep -Eo '[0-9]+' | awk '{s+=$1} END {print s+0}')
     rm -f "$log"
     np=${np:-0}; nf=${nf:-0}
-    [ "$rc" -ne 0 ] && [ "$nf" -eq 0 ] && nf=1   # a crash or a test binary that did not report
+    if [ "$rc" -eq 0 ]; then
+        if [ "$nf" -ne 0 ]; then  # failed once, passed when run again: say so, count the pass
+            echo "note: $nf case(s) failed on a first run and passed on the second (flaky; see the log above)"
+        fi
+        nf=0
+    elif [ "$nf" -eq 0 ]; then
+        nf=1   # a crash, a timeout, or a test binary that did not report
+    fi
     if [ "$np" -eq 0 ] && [ "$nf" -eq 0 ]; then
         echo "no unit tests ran in $dir"; failed=$((failed + 1)); failures+=("unit($dir): none ran"); return
     fi
