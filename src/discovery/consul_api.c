@@ -629,29 +629,43 @@ static bool all_passing(const mg_reg_instance_t *inst)
     return mg_reg_instance_status(inst) == MG_CHECK_PASSING;
 }
 
+/* The common start of a per-service read: a service name is required,
+ * and a blocking query whose index has not moved parks (or is answered).
+ * Returns true when *verdict is the answer (*name is then freed); else
+ * *idx is the service's current index. */
+static bool service_query_begin(mg_consul_api_t *a, const mg_consul_req_t *req, unsigned flags, char **name,
+                                uint64_t *idx, mg_consul_resp_t *resp, mg_consul_verdict_t *verdict)
+{
+    if (!*name || !**name) {
+        *verdict = text(resp, 400, "Missing service name");
+    } else {
+        bool block;
+        *idx = mg_registry_index(a->reg, *name);
+        if (blocking_params(a, req, flags, *idx, *name, resp, &block))
+            *verdict = MG_CONSUL_DONE;
+        else if (block)
+            *verdict = MG_CONSUL_BLOCK;
+        else
+            return false;
+    }
+    free(*name);
+    *name = NULL;
+    return true;
+}
+
 static mg_consul_verdict_t h_health_service(mg_consul_api_t *a, const mg_consul_req_t *req, mg_slice_t rest,
                                             unsigned flags, mg_consul_resp_t *resp)
 {
     char *name = pct_decode(rest, false);
-    if (!name || !*name) {
-        free(name);
-        return text(resp, 400, "Missing service name");
-    }
     int passing = qbool(req->query, "passing");
-    if (passing < 0) {
+    if (passing < 0 && name && *name) {
         free(name);
         return text(resp, 400, "Invalid value for ?passing");
     }
-    uint64_t idx = mg_registry_index(a->reg, name);
-    bool block;
-    if (blocking_params(a, req, flags, idx, name, resp, &block)) {
-        free(name);
-        return MG_CONSUL_DONE;
-    }
-    if (block) {
-        free(name);
-        return MG_CONSUL_BLOCK;
-    }
+    mg_consul_verdict_t early;
+    uint64_t idx;
+    if (service_query_begin(a, req, flags, &name, &idx, resp, &early))
+        return early;
     const mg_registry_opts_t *o = mg_registry_opts(a->reg);
     mg_buf_t *b = &resp->body;
     mg_buf_lit(b, "[");
@@ -733,20 +747,10 @@ static mg_consul_verdict_t h_catalog_service(mg_consul_api_t *a, const mg_consul
                                              unsigned flags, mg_consul_resp_t *resp)
 {
     char *name = pct_decode(rest, false);
-    if (!name || !*name) {
-        free(name);
-        return text(resp, 400, "Missing service name");
-    }
-    uint64_t idx = mg_registry_index(a->reg, name);
-    bool block;
-    if (blocking_params(a, req, flags, idx, name, resp, &block)) {
-        free(name);
-        return MG_CONSUL_DONE;
-    }
-    if (block) {
-        free(name);
-        return MG_CONSUL_BLOCK;
-    }
+    mg_consul_verdict_t early;
+    uint64_t idx;
+    if (service_query_begin(a, req, flags, &name, &idx, resp, &early))
+        return early;
     const mg_registry_opts_t *o = mg_registry_opts(a->reg);
     mg_buf_t *b = &resp->body;
     mg_buf_lit(b, "[");
