@@ -274,7 +274,7 @@ static void test_first_pass_and_request(void **unused)
     (void)unused;
     srv_t s;
     srv_start(&s, SRV_200);
-    mg_snapshot_t *snap = snap_c(&s.port, 1, "path: /health?x=1, interval: 100ms, timeout: 80ms, healthy_threshold: 3", NULL);
+    mg_snapshot_t *snap = snap_c(&s.port, 1, "path: /health?x=1, interval: 100ms, timeout: 100ms, healthy_threshold: 3", NULL);
     mg_ep_stats_t *st = ep(snap, 0, 0);
     assert_true(mg_ep_hc_usable(st)); /* no checker yet */
     mg_health_t *h = mg_health_new(&loop);
@@ -298,11 +298,12 @@ static void test_first_pass_and_request(void **unused)
     pthread_mutex_lock(&s.lock);
     assert_string_equal(s.last_req, want);
     pthread_mutex_unlock(&s.lock);
-    /* the interval is respected: about 100 ms between checks */
+    /* the interval is respected: about 100 ms between checks (the upper
+     * bound only catches a lost timer; the machine may be loaded) */
     uint64_t t0 = mg_now_ms();
     wait_checks(st, 3, 2000);
     uint64_t dt = mg_now_ms() - t0;
-    assert_true(dt >= 150 && dt < 800);
+    assert_true(dt >= 150 && dt < 1900);
     mg_health_update(h, snap); /* same snapshot: nothing changes */
     assert_int_equal(mg_health_count(h), 1);
     mg_health_stop(h);
@@ -380,7 +381,7 @@ static void test_failure_kinds(void **unused)
     srv_start(&closer, SRV_CLOSE);
     srv_start(&big, SRV_BIG);
     uint16_t ports[5] = { hang.port, garbage.port, closer.port, big.port, refused_port() };
-    mg_snapshot_t *snap = snap_c(ports, 5, "path: /h, interval: 200ms, timeout: 60ms, unhealthy_threshold: 5", NULL);
+    mg_snapshot_t *snap = snap_c(ports, 5, "path: /h, interval: 1s, timeout: 60ms, unhealthy_threshold: 5", NULL);
     mg_health_t *h = mg_health_new(&loop);
     uint64_t t0 = mg_now_ms();
     mg_health_update(h, snap);
@@ -397,9 +398,9 @@ static void test_failure_kinds(void **unused)
             fail_msg("endpoint %u: result %s, wanted %s", i, mg_hc_result_name(atomic_load(&st->hc_last_result)),
                      mg_hc_result_name(want[i]));
     }
-    /* the hanging one took the timeout (60 ms), not more than the interval */
+    /* the hanging one took the timeout (60 ms), not the interval (1 s) */
     uint64_t hung = atomic_load(&ep(snap, 0, 0)->hc_last_ms) - t0;
-    assert_true(hung >= 55 && hung < 200);
+    assert_true(hung >= 55 && hung < 900);
     assert_string_equal(mg_hc_result_name(MG_HC_R_CONNECT), "connect_failure");
     mg_health_stop(h);
     run_for(10);
@@ -454,7 +455,7 @@ static void test_reload_keeps_state(void **unused)
     srv_start(&b, SRV_200);
     srv_start(&c, SRV_200);
     uint16_t p1[2] = { a.port, b.port };
-    mg_snapshot_t *s1 = snap_c(p1, 2, "path: /h, interval: 300ms, timeout: 100ms, healthy_threshold: 2", NULL);
+    mg_snapshot_t *s1 = snap_c(p1, 2, "path: /h, interval: 1s, timeout: 300ms, healthy_threshold: 2", NULL);
     mg_ep_stats_t *sa = ep(s1, 0, 0), *sb = ep(s1, 0, 1);
     mg_health_t *h = mg_health_new(&loop);
     mg_health_update(h, s1);
@@ -466,7 +467,7 @@ static void test_reload_keeps_state(void **unused)
 
     /* reload: a moves to the second position, b leaves, c arrives; same settings */
     uint16_t p2[2] = { c.port, a.port };
-    mg_snapshot_t *s2 = snap_c(p2, 2, "path: /h, interval: 300ms, timeout: 100ms, healthy_threshold: 2", NULL);
+    mg_snapshot_t *s2 = snap_c(p2, 2, "path: /h, interval: 1s, timeout: 300ms, healthy_threshold: 2", NULL);
     mg_snapshot_unref(s1); /* h holds its own ref until the update below */
     mg_health_update(h, s2);
     assert_int_equal(mg_health_count(h), 2);
@@ -481,7 +482,7 @@ static void test_reload_keeps_state(void **unused)
     wait_checks(sc, 1, 2000);
     assert_int_equal(state(sc), MG_HC_HEALTHY);
     wait_checks(sa, na + 1, 2000);
-    assert_true(atomic_load(&sa->hc_last_ms) - last_a >= 250);
+    assert_true(atomic_load(&sa->hc_last_ms) - last_a >= 900);
     /* a starts passing: threshold 2 still applies (state was kept) */
     atomic_store(&a.mode, SRV_200);
     uint64_t n = atomic_load(&sa->hc_checks);
@@ -498,7 +499,7 @@ static void test_reload_keeps_state(void **unused)
     n = atomic_load(&sa->hc_checks);
     uint64_t t0 = mg_now_ms();
     wait_checks(sa, n + 3, 2000);
-    assert_true(mg_now_ms() - t0 < 600);
+    assert_true(mg_now_ms() - t0 < 1800); /* the old 1 s interval would need >= 2 s */
     assert_int_equal(state(sa), MG_HC_HEALTHY);
     pthread_mutex_lock(&a.lock);
     assert_non_null(strstr(a.last_req, "GET /other HTTP/1.1\r\n"));
