@@ -43,9 +43,11 @@ int mg_cfg_discovery_url(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynod
     if (strncmp(s, "redis://", 8) != 0)
         return mg_cfg_error(ctx, v, "url: expected redis://host:port[/db] (or redis://:password@host:port), got '%.80s'", s);
     const char *p = s + 8;
-    size_t auth_len = strcspn(p, "@/");
+    /* the last '@' of the authority: a password may contain '@' */
+    const char *at = memrchr(p, '@', strcspn(p, "/?#"));
+    size_t auth_len = at ? (size_t)(at - p) : 0;
     char *password = NULL;
-    if (p[auth_len] == '@') {
+    if (at) {
         if (!auth_len) return mg_cfg_error(ctx, v, "url: empty credentials before '@' in '%.80s'", s);
         /* ":pass" -> password; "user:pass" kept whole (AUTH user pass) */
         const char *cred = p[0] == ':' ? p + 1 : p;
