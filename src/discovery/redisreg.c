@@ -390,7 +390,7 @@ static void on_timer(uv_timer_t *t)
 
 /* ---- applying remote state ---------------------------------------------- */
 
-/* Run fn with the persist hooks silenced; true when the registry changed. */
+/* Counts a remote change when the registry's index moved since before. */
 static bool applied(mg_redisreg_t *rr, uint64_t before)
 {
     bool changed = mg_registry_index(rr->reg, NULL) != before;
