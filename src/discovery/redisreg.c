@@ -383,7 +383,8 @@ static void on_timer(uv_timer_t *t)
         conn_lost(rr, "subscription not confirmed in time", NULL);
         break;
     case S_UP:
-        if (full_resync(rr) == 0) schedule(rr, rr->o.resync_ms);
+        full_resync(rr);
+        if (rr->state == S_UP) schedule(rr, rr->o.resync_ms); /* else reconnecting */
         break;
     }
 }
@@ -517,7 +518,8 @@ static void on_message(mg_redisreg_t *rr, const char *p, size_t n)
     if (!strncmp(msg, rr->origin, 16)) return; /* ours: already applied */
     const char *rest = msg + 17;
     if (!strcmp(rest, "*")) {
-        if (full_resync(rr) == 0) schedule(rr, rr->o.resync_ms);
+        full_resync(rr);
+        if (rr->state == S_UP) schedule(rr, rr->o.resync_ms);
     } else if (rest[0] == 'I' && rest[1] == ' ' && rest[2]) {
         fetch_instance(rr, rest + 2);
     } else if (rest[0] == 'C' && rest[1] == ' ' && rest[2]) {

@@ -199,12 +199,17 @@ def test_redis_down_keeps_routing_refuses_writes_then_reseeds(mg, redis, upstrea
     a, b = gw(mg, redis, name="a"), gw(mg, redis, name="b")
     register(a, "u1", u1, ttl="60s")
     beat(a, "u1")
+    register(b, "short", u1, ttl="2s", name="other-service")
+    beat(b, "short")
     assert both(lambda m: status(m) == 200, a, b, 1.0)
+    assert both(lambda m: check_status(m, "short") == "passing", a, b, 1.0)
     redis.kill()
     assert both(lambda m: not backend(m)["connected"], a, b, 5.0)
     for m in (a, b):
         for _ in range(3):
             assert status(m) == 200
+    # TTL expiry goes on locally while Redis is down
+    assert both(lambda m: check_status(m, "short") == "critical", a, b, 4.0)
     r = put(a, "/v1/agent/service/register", registration("u2", u2, ttl="60s"))
     assert r.status == 503, r
     assert b"Redis" in r.body and b"not applied" in r.body
@@ -212,7 +217,7 @@ def test_redis_down_keeps_routing_refuses_writes_then_reseeds(mg, redis, upstrea
     assert r.status == 503, r
     r = put(b, "/v1/agent/service/deregister/u1")
     assert r.status == 503, r
-    assert instance_ids(a) == ["u1"] and instance_ids(b) == ["u1"]
+    assert instance_ids(a) == ["short", "u1"] and instance_ids(b) == ["short", "u1"]
     assert backend(a)["writes_refused"] >= 1 and backend(a)["backend_errors"] >= 1
     # Redis comes back EMPTY (no persistence): the gateways notice the lost
     # epoch and write their replicas back, so nothing registered is lost
@@ -220,13 +225,15 @@ def test_redis_down_keeps_routing_refuses_writes_then_reseeds(mg, redis, upstrea
     assert both(lambda m: backend(m)["connected"], a, b, 10.0)
     assert wait_until(lambda: redis.query("HGET", f"{PREFIX}:instances", "u1") is not None, 5.0)
     assert backend(a)["reseeds"] + backend(b)["reseeds"] >= 1
-    assert instance_ids(a) == ["u1"] and instance_ids(b) == ["u1"]
+    assert instance_ids(a) == ["short", "u1"] and instance_ids(b) == ["short", "u1"]
     assert status(a) == 200 and status(b) == 200
     # writes work again, and reach the other gateway
     register(b, "u2", u2, ttl="60s")
     beat(b, "u2")
-    assert wait_until(lambda: instance_ids(a) == ["u1", "u2"], 1.0)
+    assert wait_until(lambda: instance_ids(a) == ["short", "u1", "u2"], 1.0)
     assert wait_until(lambda: check_status(a, "u2") == "passing", 1.0)
+    # the expired check stayed critical through the re-seed, on both
+    assert check_status(a, "short") == "critical" and check_status(b, "short") == "critical"
 
 
 def test_external_removal_resyncs(mg, redis, upstream_factory):
