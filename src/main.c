@@ -21,6 +21,7 @@
 #include "core/log.h"
 #include "discovery/checker.h"
 #include "discovery/consul_api.h"
+#include "discovery/redisreg.h"
 #include "discovery/registry.h"
 #include "discovery/store.h"
 #include "obs/accesslog.h"
@@ -43,6 +44,7 @@ static struct {
     /* discovery: the embedded registry (NULL when discovery.registry is off) */
     mg_registry_t *reg;
     mg_store_t *store;      /* NULL when the data directory could not be opened */
+    mg_redisreg_t *redisreg; /* discovery.backend redis: Redis instead of the store */
     mg_consul_api_t *consul;
     mg_reg_checker_t *checker; /* runs the registry's HTTP/TCP checks */
     uv_timer_t reg_tick;    /* TTL expiry every 250 ms, store sync every ~1 s */
@@ -166,7 +168,16 @@ static int registry_start(const mg_config_t *cfg)
     }
     char err[512] = "";
     const char *dir = cfg->discovery.data_dir;
-    if (!mg_store_exists(dir)) {
+    if (cfg->discovery.backend == MG_DISCO_REDIS) {
+        /* Redis is the persistence: no SQLite store (docs/discovery-redis.md) */
+        mg_redisreg_opts_t ro = { .host = cfg->discovery.redis.host, .port = cfg->discovery.redis.port,
+                                  .db = cfg->discovery.redis.db, .password = cfg->discovery.redis.password,
+                                  .prefix = cfg->discovery.prefix };
+        if (mg_redisreg_start(G.loop, G.reg, &ro, &G.redisreg) != 0) {
+            fprintf(stderr, "meshgate: registry: out of memory\n");
+            return -ENOMEM;
+        }
+    } else if (!mg_store_exists(dir)) {
         /* nothing to restore: the database is created by the first registration */
         mg_store_attach_lazy(dir, G.reg, &G.store);
     } else if (mg_store_open(dir, &G.store, err, sizeof err) != 0) {
@@ -183,6 +194,12 @@ static int registry_start(const mg_config_t *cfg)
     }
     mg_registry_add_listener(G.reg, on_registry_event, NULL);
     return 0;
+}
+
+static void redisreg_stats(void *ud, mg_buf_t *b)
+{
+    if (G.redisreg == ud)
+        mg_redisreg_stats_json(ud, b);
 }
 
 static void registry_timers_start(void)
@@ -203,6 +220,11 @@ static void registry_timers_start(void)
 
 static void registry_stop(void)
 {
+    if (G.redisreg) { /* not stopped by on_server_exit (start-up failed) */
+        mg_redisreg_stop(G.redisreg);
+        G.redisreg = NULL;
+        uv_run(G.loop, UV_RUN_NOWAIT);
+    }
     if (G.store) {
         int64_t now = (int64_t)uv_now(G.loop);
         mg_store_sync(G.store, G.reg, now, wall_ms());
@@ -234,6 +256,8 @@ static void on_server_exit(void *arg)
     }
     mg_reg_checker_stop(G.checker);
     G.checker = NULL;
+    mg_redisreg_stop(G.redisreg);
+    G.redisreg = NULL;
     uv_close((uv_handle_t *)&G.sighup, NULL);
     uv_close((uv_handle_t *)&G.sigterm, NULL);
     uv_close((uv_handle_t *)&G.sigint, NULL);
@@ -259,6 +283,8 @@ static void on_signal(uv_signal_t *h, int sig)
             mg_warn("reload: 'workers' changed; it takes effect only at restart");
         if (snap->cfg->discovery.registry != (G.reg != NULL))
             mg_warn("reload: 'discovery.registry' changed; it takes effect only at restart");
+        if (G.reg && (snap->cfg->discovery.backend == MG_DISCO_REDIS) != (G.redisreg != NULL))
+            mg_warn("reload: 'discovery.backend' changed; it takes effect only at restart");
         mg_server_swap(G.srv, snap);
         if (G.health)
             mg_health_update(G.health, snap);
@@ -383,6 +409,8 @@ static int cmd_run(void)
             mg_server_drain(G.srv, 0);
         } else if (G.reg) {
             mg_admin_set_discovery(G.admin, G.reg, G.consul);
+            if (G.redisreg)
+                mg_admin_set_stats_extra(G.admin, redisreg_stats, G.redisreg);
         }
     }
     registry_timers_start();

@@ -34,6 +34,8 @@ struct mg_admin {
     uv_timer_t wake;       /* zero-delay: a registry change, check parked queries */
     bool wake_init;
     admin_conn_t *parked;  /* blocking queries waiting for a change */
+    void (*stats_extra)(void *ud, mg_buf_t *b); /* mg_admin_set_stats_extra */
+    void *stats_extra_ud;
 };
 
 struct admin_conn {
@@ -406,6 +408,8 @@ static void get_stats(admin_conn_t *c, mg_snapshot_t *snap)
                     (unsigned long long)rs->ttl_expired, (unsigned long long)rs->rejected_invalid,
                     (unsigned long long)rs->rejected_full, (unsigned long long)rs->persist_errors);
     }
+    if (c->a->stats_extra)
+        c->a->stats_extra(c->a->stats_extra_ud, &b);
     mg_buf_add(&b, "}\n", 2);
     reply(c, 200, "OK", &b);
     mg_buf_free(&b);
@@ -622,6 +626,13 @@ void mg_admin_set_discovery(mg_admin_t *a, mg_registry_t *reg, mg_consul_api_t *
         if (reg && mg_registry_add_listener(reg, on_registry_change, a) != 0)
             mg_warn("admin: no registry listener slot; blocking queries wake only at their deadline");
     }
+}
+
+void mg_admin_set_stats_extra(mg_admin_t *a, void (*fn)(void *ud, mg_buf_t *b), void *ud)
+{
+    if (!a) return;
+    a->stats_extra = fn;
+    a->stats_extra_ud = ud;
 }
 
 static void dispatch_consul(admin_conn_t *c)

@@ -13,6 +13,7 @@
 #ifndef MG_ADMIN_ADMIN_H
 #define MG_ADMIN_ADMIN_H
 
+#include "core/json.h"
 #include <uv.h>
 
 #include "proxy/proxy.h"
@@ -28,6 +29,9 @@ struct mg_consul_api;
  * outlive the admin's connections, i.e. be freed after the loop ended).
  * Adds a registry listener that wakes parked blocking queries. */
 void mg_admin_set_discovery(mg_admin_t *a, struct mg_registry *reg, struct mg_consul_api *api);
+/* GET /stats calls fn(ud, b) to append ,"name":{...} members (the shared
+ * registry backend's counters). fn NULL removes it. */
+void mg_admin_set_stats_extra(mg_admin_t *a, void (*fn)(void *ud, mg_buf_t *b), void *ud);
 
 /* Close the listener and every admin connection; frees itself once closed. */
 void mg_admin_stop(mg_admin_t *a);

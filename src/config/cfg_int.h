@@ -44,6 +44,13 @@ int mg_cfg_redis(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v, 
 int mg_scg_data_redis(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v, void *obj);
 int mg_scg_redis(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v, void *obj);
 
+/* discovery_cfg.c: discovery.backend / url / prefix, and the check after
+ * the walk (backend redis without url takes the redis: block). */
+int mg_cfg_discovery_backend(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v, void *obj);
+int mg_cfg_discovery_url(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v, void *obj);
+int mg_cfg_discovery_prefix(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v, void *obj);
+int mg_cfg_discovery_finish(mg_cfg_ctx_t *ctx);
+
 /* scg.c: if root is a Kubernetes ConfigMap, parse the YAML files of its
  * data (positions into the outer file, whose raw text is data[0..len)) and
  * return their merge in *out; otherwise *out = root. */

@@ -622,6 +622,10 @@ static const mg_cfg_key_t discovery_keys[] = {
     { .name = "use404", .type = MG_CFG_BOOL, .offset = offsetof(mg_config_t, discovery.use404) },
     { .name = "max_instances", .type = MG_CFG_U32, .offset = offsetof(mg_config_t, discovery.max_instances),
       .min = 1, .max = 1000000 },
+    /* shared registry (discovery_cfg.c) */
+    { .name = "backend", .type = MG_CFG_CUSTOM, .handler = mg_cfg_discovery_backend },
+    { .name = "url", .type = MG_CFG_CUSTOM, .handler = mg_cfg_discovery_url },
+    { .name = "prefix", .type = MG_CFG_CUSTOM, .handler = mg_cfg_discovery_prefix },
 };
 static const mg_cfg_table_t discovery_table = MG_CFG_TABLE_OF("in discovery", discovery_keys);
 
@@ -712,6 +716,9 @@ void mg_config_free(mg_config_t *cfg)
         if (atomic_compare_exchange_weak(&cfg->shares, &sh, sh - 1)) return;
     free(cfg->discovery.data_dir);
     free(cfg->discovery.token);
+    free(cfg->discovery.redis.host);
+    free(cfg->discovery.redis.password);
+    free(cfg->discovery.prefix);
     for (size_t i = 0; i < cfg->nfiles; i++) free(cfg->files[i]);
     free(cfg->files);
     free_addrs(cfg->listen, cfg->nlisten);
@@ -780,6 +787,7 @@ int mg_config_load_buffers(const mg_config_buffer_t *bufs, size_t nbufs, mg_conf
     static const mg_ynode_t empty = { .kind = MG_YNODE_SCALAR, .str = "", .file = "<empty>", .line = 1, .col = 1 };
     if ((rc = mg_cfg_walk(&ctx, &top_table, merged ? merged : &empty, cfg)) != 0) goto done;
     if ((rc = mg_rcfg_finish(&ctx)) != 0) goto done;
+    if ((rc = mg_cfg_discovery_finish(&ctx)) != 0) goto done;
     if (!cfg->discovery.data_dir) {
         /* ".meshgate" next to the first config file */
         const char *f0 = cfg->nfiles ? cfg->files[0] : "";

@@ -135,6 +135,9 @@ typedef struct {
     char *respond_body;
 } mg_route_cfg_t;
 
+/* discovery.backend */
+enum { MG_DISCO_EMBEDDED = 0, MG_DISCO_REDIS = 1 };
+
 typedef struct {
     char **files; /* the files loaded, in order (owned) */
     size_t nfiles;
@@ -189,6 +192,16 @@ typedef struct {
         uint32_t max_instances; /* 10000 */
         bool use404;            /* "no instance of service" answers 404, not 503
                                  * (spring.cloud.gateway.loadbalancer.use404) */
+        /* backend: where registrations live (docs/discovery-redis.md) */
+        int backend;            /* MG_DISCO_EMBEDDED (default: SQLite in data_dir) or MG_DISCO_REDIS */
+        struct {
+            char *host;         /* from url, else the top-level redis: block */
+            uint16_t port;
+            uint32_t db;
+            char *password;     /* NULL: no AUTH; "user:pass" for a Redis 6 ACL user */
+        } redis;
+        char *prefix;           /* key prefix, "meshgate:registry" */
+        mg_src_pos_t backend_pos;
     } discovery;
 
     /* Extra owners beyond the first (see mg_config_share). */

@@ -104,6 +104,27 @@ int mg_config_print(const mg_config_t *cfg, FILE *f)
     fprintf(f, "\n  max_instances: %u\n", cfg->discovery.max_instances);
     if (cfg->discovery.use404)
         fprintf(f, "  use404: true\n");
+    if (cfg->discovery.backend == MG_DISCO_REDIS) {
+        const char *h = cfg->discovery.redis.host ? cfg->discovery.redis.host : "";
+        bool v6 = strchr(h, ':') != NULL;
+        char url[1024];
+        snprintf(url, sizeof url, "redis://%s%s%s%s%s:%u/%u", cfg->discovery.redis.password ? ":" : "",
+                 cfg->discovery.redis.password ? cfg->discovery.redis.password : "",
+                 cfg->discovery.redis.password ? "@" : "", v6 ? "[" : "", h, cfg->discovery.redis.port,
+                 cfg->discovery.redis.db);
+        if (v6) { /* close the bracket before the port */
+            char *c = strrchr(url, ':');
+            char tail[64];
+            snprintf(tail, sizeof tail, "]%s", c);
+            *c = 0;
+            strncat(url, tail, sizeof url - strlen(url) - 1);
+        }
+        fputs("  backend: redis\n  url: ", f);
+        q(f, url);
+        fputs("\n  prefix: ", f);
+        q(f, cfg->discovery.prefix ? cfg->discovery.prefix : "meshgate:registry");
+        fputc('\n', f);
+    }
     fputs("access_log: ", f);
     if (cfg->access_log) q(f, cfg->access_log);
     else fputs("off", f);

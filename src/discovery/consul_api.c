@@ -440,6 +440,10 @@ static bool query_ok(mg_consul_api_t *a, const mg_consul_req_t *req, mg_consul_r
     return true;
 }
 
+/* A persist hook's -EAGAIN: the shared registry backend (Redis) is down. */
+#define BACKEND_DOWN \
+    "service registry backend unavailable (Redis is not reachable): the change was not applied; retry later"
+
 /* ---- handlers ------------------------------------------------------------------ */
 
 static mg_consul_verdict_t h_register(mg_consul_api_t *a, const mg_consul_req_t *req, int64_t now,
@@ -463,6 +467,7 @@ static mg_consul_verdict_t h_register(mg_consul_api_t *a, const mg_consul_req_t 
         return text(resp, 400, "%s", err);
     }
     if (rc == MG_ELIMIT) return text(resp, 429, "%s", err);
+    if (rc == -EAGAIN) return text(resp, 503, "%s", BACKEND_DOWN);
     return text(resp, 500, "%s", err[0] ? err : mg_strerror(rc));
 }
 
@@ -477,6 +482,8 @@ static mg_consul_verdict_t h_deregister(mg_consul_api_t *a, mg_slice_t rest, int
     mg_consul_verdict_t v;
     if (rc == -ENOENT)
         v = text(resp, 404, "Unknown service ID \"%.256s\". Ensure that the service ID is passed, not the service name.", id);
+    else if (rc == -EAGAIN)
+        v = text(resp, 503, "%s", BACKEND_DOWN);
     else if (rc)
         v = text(resp, 500, "could not persist the deregistration (%s)", mg_strerror(rc));
     else {
@@ -560,6 +567,8 @@ static mg_consul_verdict_t h_check(mg_consul_api_t *a, const mg_consul_req_t *re
         v = text(resp, 404, "Unknown check ID \"%.256s\". Ensure that the check ID is passed, not the check name.", id);
     else if (rc == MG_EPARSE)
         v = text(resp, 400, "CheckID \"%.256s\" does not have associated TTL", id);
+    else if (rc == -EAGAIN)
+        v = text(resp, 503, "%s", BACKEND_DOWN);
     else if (rc)
         v = text(resp, 500, "%s", mg_strerror(rc));
     else

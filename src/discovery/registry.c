@@ -871,6 +871,13 @@ int mg_registry_check_ttl(mg_registry_t *r, const char *check_id, mg_check_statu
     mg_reg_check_t *c = parr_get(&r->checks, check_id, check_key);
     if (!c) return -ENOENT;
     if (c->def->kind != MG_CHECK_TTL) return MG_EPARSE;
+    if (r->persist.check) {
+        int prc = r->persist.check(r->persist_ud, c, st, output ? output : "", now_ms + c->def->ttl_ms);
+        if (prc) {
+            r->stats.persist_errors++;
+            return prc;
+        }
+    }
     int rc = set_output(c, output);
     if (rc) return rc;
     c->ttl_deadline_ms = now_ms + c->def->ttl_ms;
@@ -910,6 +917,56 @@ int mg_registry_check_restore(mg_registry_t *r, const char *check_id, mg_check_s
     return 0;
 }
 
+/* "TTL expired", keeping the last thing the service said (Consul's wording). */
+static void set_expired_output(mg_reg_check_t *c)
+{
+    static const char pfx[] = "TTL expired (last output before timeout follows): ";
+    if (!*c->output) {
+        set_output(c, "TTL expired");
+        return;
+    }
+    if (!strncmp(c->output, pfx, sizeof pfx - 1)) return;
+    size_t n = strlen(c->output);
+    char *o = malloc(sizeof pfx + n);
+    if (!o) return;
+    memcpy(o, pfx, sizeof pfx - 1);
+    memcpy(o + sizeof pfx - 1, c->output, n + 1);
+    char *t = dup_trunc(o, MAX_OUTPUT);
+    free(o);
+    if (t) {
+        free(c->output);
+        c->output = t;
+    }
+}
+
+int mg_registry_check_apply(mg_registry_t *r, const char *check_id, mg_check_status_t st,
+                            const char *output, int64_t deadline_ms, int64_t now_ms)
+{
+    mg_reg_check_t *c = parr_get(&r->checks, check_id, check_key);
+    if (!c) return -ENOENT;
+    if (c->def->kind != MG_CHECK_TTL) return MG_EPARSE;
+    if (st != MG_CHECK_CRITICAL && deadline_ms <= now_ms) {
+        c->ttl_deadline_ms = deadline_ms;
+        c->persisted_deadline_ms = deadline_ms;
+        if (c->status != MG_CHECK_CRITICAL) {
+            int rc = set_output(c, output);
+            if (rc) return rc;
+            set_expired_output(c);
+            set_status(r, c, MG_CHECK_CRITICAL, now_ms);
+            c->critical_since_ms = deadline_ms;
+        }
+        c->state_dirty = false;
+        return 0;
+    }
+    int rc = set_output(c, output);
+    if (rc) return rc;
+    c->ttl_deadline_ms = deadline_ms;
+    c->persisted_deadline_ms = deadline_ms;
+    set_status(r, c, st, now_ms);
+    c->state_dirty = false;
+    return 0;
+}
+
 void mg_registry_foreach_dirty_check(mg_registry_t *r, int (*fn)(void *ud, const mg_reg_check_t *c), void *ud)
 {
     for (size_t i = 0; i < r->checks.n; i++) {
@@ -939,24 +996,7 @@ int mg_registry_expire(mg_registry_t *r, int64_t now_ms)
         mg_reg_check_t *c = r->checks.v[i];
         if (c->def->kind != MG_CHECK_TTL || c->status == MG_CHECK_CRITICAL || now_ms < c->ttl_deadline_ms)
             continue;
-        /* Consul's wording, keeping the last thing the service said. */
-        static const char pfx[] = "TTL expired (last output before timeout follows): ";
-        if (*c->output) {
-            size_t n = strlen(c->output);
-            char *o = malloc(sizeof pfx + n);
-            if (o) {
-                memcpy(o, pfx, sizeof pfx - 1);
-                memcpy(o + sizeof pfx - 1, c->output, n + 1);
-                char *t = dup_trunc(o, MAX_OUTPUT);
-                free(o);
-                if (t) {
-                    free(c->output);
-                    c->output = t;
-                }
-            }
-        } else {
-            set_output(c, "TTL expired");
-        }
+        set_expired_output(c);
         r->stats.ttl_expired++;
         set_status(r, c, MG_CHECK_CRITICAL, now_ms);
         changes++;

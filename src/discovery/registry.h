@@ -253,6 +253,14 @@ typedef struct {
     /* Called before a removal; non-zero vetoes an API deregistration
      * (a reap proceeds anyway and counts a persist error). */
     int (*remove)(void *ud, const char *instance_id, uint64_t index);
+    /* Optional (NULL for the SQLite store, which syncs TTL state in
+     * batches): called before a TTL heartbeat is applied, with the state it
+     * is about to set (output as given, "" for NULL; the new deadline on
+     * the registry's clock). Non-zero vetoes the heartbeat (nothing
+     * changes; the code is returned to the caller). A shared backend writes
+     * through here so other gateways see every heartbeat. */
+    int (*check)(void *ud, const mg_reg_check_t *c, mg_check_status_t st, const char *output,
+                 int64_t deadline_ms);
 } mg_reg_persist_t;
 void mg_registry_set_persist(mg_registry_t *r, const mg_reg_persist_t *p, void *ud);
 
@@ -263,6 +271,19 @@ void mg_registry_foreach_dirty_check(mg_registry_t *r, int (*fn)(void *ud, const
 /* Restores a TTL check's state at load (no index bump, no event). */
 int mg_registry_check_restore(mg_registry_t *r, const char *check_id, mg_check_status_t st,
                               const char *output, int64_t deadline_ms, int64_t now_ms);
+
+/* Applies a TTL check state learned from another gateway sharing the
+ * registry (src/discovery/redisreg.c): output, deadline and status, with
+ * an index bump and an MG_REG_EV_CHECK event when the status changes,
+ * exactly like a local heartbeat, but without calling any persist hook
+ * (no echo) and without marking the state dirty. A non-critical state
+ * whose deadline has already passed is applied as expired: critical,
+ * "TTL expired", critical since the deadline (so DeregisterCritical-
+ * ServiceAfter counts from the same moment on every gateway); when the
+ * check is already critical that changes nothing. Returns 0, -ENOENT,
+ * MG_EPARSE (not a TTL check) or -ENOMEM. */
+int mg_registry_check_apply(mg_registry_t *r, const char *check_id, mg_check_status_t st,
+                            const char *output, int64_t deadline_ms, int64_t now_ms);
 
 /* ---- snapshot for clusters --------------------------------------------- */
 

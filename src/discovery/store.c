@@ -181,7 +181,7 @@ static int hook_remove(void *ud, const char *id, uint64_t index)
 
 void mg_store_attach(mg_store_t *s, mg_registry_t *r)
 {
-    static const mg_reg_persist_t ops = { hook_save, hook_remove };
+    static const mg_reg_persist_t ops = { hook_save, hook_remove, NULL };
     mg_registry_set_persist(r, &ops, s);
 }
 
@@ -223,7 +223,7 @@ static int lazy_remove(void *ud, const char *id, uint64_t index)
 
 void mg_store_attach_lazy(const char *data_dir, mg_registry_t *r, mg_store_t **slot)
 {
-    static const mg_reg_persist_t ops = { lazy_save, lazy_remove };
+    static const mg_reg_persist_t ops = { lazy_save, lazy_remove, NULL };
     snprintf(lazy.dir, sizeof lazy.dir, "%s", data_dir);
     lazy.slot = slot;
     lazy.failed = false;

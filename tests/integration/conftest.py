@@ -1200,3 +1200,85 @@ def gw(mg, echo):
     m = mg.simple(echo)
     m.echo = echo
     return m
+
+
+# ---------------------------------------------------------------------------
+# redis-server (rate limiting, shared registry)
+# ---------------------------------------------------------------------------
+
+REDIS_SERVER = "/usr/bin/redis-server"
+
+
+class Redis:
+    """A real redis-server on a free port (no persistence); start() again
+    after kill() restarts it empty on the same port."""
+    def __init__(self, tmp_path, extra_args=()):
+        self.port = free_port()
+        self.dir = str(tmp_path)
+        self.proc = None
+        self.extra_args = list(extra_args)
+
+    def start(self):
+        self.proc = subprocess.Popen([REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
+                                      "--save", "", "--appendonly", "no", "--dir", self.dir, *self.extra_args],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert wait_until(lambda: self.cmd("PING") in (b"+PONG", b"-NOAUTH Authentication required."), 5.0), \
+            "redis-server did not start"
+
+    def cmd(self, *args):
+        """One command; the raw reply (up to 4 KiB), stripped, or None."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as s:
+                out = f"*{len(args)}\r\n".encode() + b"".join(
+                    f"${len(a.encode())}\r\n{a}\r\n".encode() for a in args)
+                s.sendall(out)
+                return s.recv(4096).strip()
+        except OSError:
+            return None
+
+    def query(self, *args):
+        """One command, its reply parsed (bytes, int, list, None for nil;
+        an error reply raises RuntimeError); None when Redis is down."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2.0) as s:
+                s.sendall(f"*{len(args)}\r\n".encode() + b"".join(
+                    f"${len(a.encode())}\r\n".encode() + a.encode() + b"\r\n" for a in args))
+                f = s.makefile("rb")
+
+                def read():
+                    line = f.readline().rstrip(b"\r\n")
+                    t, rest = line[:1], line[1:]
+                    if t == b"+":
+                        return rest
+                    if t == b"-":
+                        raise RuntimeError(rest.decode())
+                    if t == b":":
+                        return int(rest)
+                    if t == b"$":
+                        n = int(rest)
+                        return None if n < 0 else f.read(n + 2)[:-2]
+                    if t == b"*":
+                        n = int(rest)
+                        return None if n < 0 else [read() for _ in range(n)]
+                    raise RuntimeError(f"bad reply {line!r}")
+                return read()
+        except OSError:
+            return None
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def stop(self):
+        self.kill()
+
+
+@pytest.fixture
+def redis(tmp_path):
+    if not os.access(REDIS_SERVER, os.X_OK):
+        pytest.skip("redis-server not installed")
+    r = Redis(tmp_path)
+    r.start()
+    yield r
+    r.stop()

@@ -25,7 +25,6 @@ import pytest
 from conftest import (ROOT, Client, Meshgate, Upstream, free_port, http_request, wait_until)
 
 SEED = os.path.join(ROOT, "examples", "seed-gateway.yaml")
-REDIS_SERVER = "/usr/bin/redis-server"
 RATE, BURST = 10, 20
 ORDERS = "/api/orders/1"
 
@@ -209,47 +208,6 @@ def test_key_by_header_and_empty_key(tmp_path, upstreams):
 # ---------------------------------------------------------------------------
 # Redis backend
 # ---------------------------------------------------------------------------
-
-class Redis:
-    def __init__(self, tmp_path):
-        self.port = free_port()
-        self.dir = str(tmp_path)
-        self.proc = None
-
-    def start(self):
-        self.proc = subprocess.Popen([REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
-                                      "--save", "", "--appendonly", "no", "--dir", self.dir],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        assert wait_until(lambda: self.cmd("PING") == b"+PONG", 5.0), "redis-server did not start"
-
-    def cmd(self, *args):
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as s:
-                out = f"*{len(args)}\r\n".encode() + b"".join(
-                    f"${len(a)}\r\n{a}\r\n".encode() for a in args)
-                s.sendall(out)
-                return s.recv(4096).strip()
-        except OSError:
-            return None
-
-    def kill(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-
-    def stop(self):
-        self.kill()
-
-
-@pytest.fixture
-def redis(tmp_path):
-    if not os.access(REDIS_SERVER, os.X_OK):
-        pytest.skip("redis-server not installed")
-    r = Redis(tmp_path)
-    r.start()
-    yield r
-    r.stop()
-
 
 def warm(ms, redis):
     """Wait until every worker of every gateway decides through Redis

@@ -228,7 +228,7 @@ static void test_persist_veto_is_atomic(void **st)
     (void)st;
     mg_registry_t *r = mg_registry_new(NULL);
     int veto = 0;
-    mg_reg_persist_t p = { veto_save, veto_remove };
+    mg_reg_persist_t p = { veto_save, veto_remove, NULL };
     mg_registry_set_persist(r, &p, &veto);
     assert_int_equal(reg_json(r, "{\"ID\":\"a\",\"Name\":\"s\",\"Port\":1,\"Check\":{\"TTL\":\"5s\"}}", 0, 0), 0);
     uint64_t idx = mg_registry_index(r, NULL);
@@ -434,6 +434,96 @@ static void test_store_round_trip(void **st)
     rm_rf(dir);
 }
 
+/* A remote TTL state (another gateway's heartbeat, read from the shared
+ * backend) is applied with an event and an index bump, never through the
+ * persist hooks; an already expired remote state turns the check critical
+ * since its deadline, so reaping counts from the same moment everywhere. */
+static int veto_all_check(void *ud, const mg_reg_check_t *c, mg_check_status_t st, const char *o, int64_t d)
+{
+    (void)c; (void)st; (void)o; (void)d;
+    (*(int *)ud)++;
+    return -EAGAIN;
+}
+
+static void test_check_apply_remote(void **st)
+{
+    (void)st;
+    mg_registry_t *r = mg_registry_new(NULL);
+    events_t ev = { 0 };
+    mg_registry_add_listener(r, on_event, &ev);
+    int64_t now = 1000;
+    assert_int_equal(reg_json(r, "{\"ID\":\"a\",\"Name\":\"svc\",\"Port\":80,"
+                                 "\"Checks\":[{\"TTL\":\"10s\",\"DeregisterCriticalServiceAfter\":\"1m\"},"
+                                 "{\"TCP\":\"127.0.0.1:1\",\"Interval\":\"5s\"}]}", 0, now), 0);
+    int calls = 0;
+    mg_reg_persist_t p = { NULL, NULL, veto_all_check };
+    mg_registry_set_persist(r, &p, &calls);
+
+    /* a local heartbeat goes through the hook, which may veto it */
+    assert_int_equal(mg_registry_check_ttl(r, "service:a:1", MG_CHECK_PASSING, "x", now), -EAGAIN);
+    assert_int_equal(calls, 1);
+    assert_int_equal(mg_registry_check_get(r, "service:a:1")->status, MG_CHECK_CRITICAL);
+    assert_int_equal(mg_registry_stats(r)->persist_errors, 1);
+
+    /* a remote state does not: event + index bump on a status change */
+    int n0 = ev.n;
+    uint64_t i0 = mg_registry_index(r, "svc");
+    assert_int_equal(mg_registry_check_apply(r, "service:a:1", MG_CHECK_PASSING, "remote up", now + 9000, now), 0);
+    assert_int_equal(calls, 1);
+    const mg_reg_check_t *c = mg_registry_check_get(r, "service:a:1");
+    assert_int_equal(c->status, MG_CHECK_PASSING);
+    assert_string_equal(c->output, "remote up");
+    assert_int_equal(c->ttl_deadline_ms, now + 9000);
+    assert_false(c->state_dirty);
+    assert_int_equal(ev.n, n0 + 1);
+    assert_int_equal(ev.last.kind, MG_REG_EV_CHECK);
+    assert_true(mg_registry_index(r, "svc") > i0);
+    /* the TCP check is still critical (the instance's aggregate) */
+    assert_int_equal(ev.last.status, MG_CHECK_CRITICAL);
+    assert_int_equal(mg_registry_check_result(r, "service:a:2", MG_CHECK_PASSING, "", now), 0);
+    assert_int_equal(ev.last.status, MG_CHECK_PASSING);
+    assert_true(ev.last.endpoints_changed);
+
+    /* same status, later deadline: no event, no bump (as a local heartbeat) */
+    n0 = ev.n;
+    i0 = mg_registry_index(r, "svc");
+    assert_int_equal(mg_registry_check_apply(r, "service:a:1", MG_CHECK_PASSING, "remote up", now + 12000, now + 2000), 0);
+    assert_int_equal(ev.n, n0);
+    assert_int_equal(mg_registry_index(r, "svc"), i0);
+    assert_int_equal(mg_registry_next_deadline(r), now + 12000);
+    /* expiry follows the applied deadline */
+    assert_int_equal(mg_registry_expire(r, now + 11999), 0);
+    assert_int_equal(mg_registry_expire(r, now + 12000), 1);
+    assert_int_equal(c->status, MG_CHECK_CRITICAL);
+
+    /* remote warning, then a remote state already past its deadline */
+    assert_int_equal(mg_registry_check_apply(r, "service:a:1", MG_CHECK_WARNING, "slow", now + 30000, now + 20000), 0);
+    assert_int_equal(c->status, MG_CHECK_WARNING);
+    n0 = ev.n;
+    assert_int_equal(mg_registry_check_apply(r, "service:a:1", MG_CHECK_PASSING, "old", now + 25000, now + 40000), 0);
+    assert_int_equal(c->status, MG_CHECK_CRITICAL);
+    assert_int_equal(ev.n, n0 + 1);
+    assert_string_equal(c->output, "TTL expired (last output before timeout follows): old");
+    assert_int_equal(c->critical_since_ms, now + 25000);
+    /* applied again: already critical, nothing changes */
+    n0 = ev.n;
+    assert_int_equal(mg_registry_check_apply(r, "service:a:1", MG_CHECK_PASSING, "old", now + 25000, now + 41000), 0);
+    assert_int_equal(ev.n, n0);
+    /* reaping counts from the deadline: 1 min after now + 25000 */
+    assert_int_equal(mg_registry_next_deadline(r), now + 25000 + 60000);
+    assert_int_equal(mg_registry_expire(r, now + 84999), 0);
+    assert_int_equal(mg_registry_expire(r, now + 85000), 1);
+    assert_null(mg_registry_instance_get(r, "a"));
+
+    /* errors */
+    assert_int_equal(mg_registry_check_apply(r, "nope", MG_CHECK_PASSING, "", 1, 0), -ENOENT);
+    assert_int_equal(reg_json(r, "{\"ID\":\"h\",\"Name\":\"svc\",\"Port\":80,"
+                                 "\"Check\":{\"HTTP\":\"http://127.0.0.1:1/\",\"Interval\":\"5s\"}}", 0, now), 0);
+    assert_int_equal(mg_registry_check_apply(r, "service:h", MG_CHECK_PASSING, "", now + 1000, now), MG_EPARSE);
+    mg_registry_set_persist(r, NULL, NULL);
+    mg_registry_free(r);
+}
+
 static void test_store_open_error(void **st)
 {
     (void)st;
@@ -456,6 +546,7 @@ int main(void)
         cmocka_unit_test(test_duration_parse),
         cmocka_unit_test(test_store_round_trip),
         cmocka_unit_test(test_store_open_error),
+        cmocka_unit_test(test_check_apply_remote),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
