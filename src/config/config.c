@@ -567,6 +567,15 @@ static void route_free(mg_route_cfg_t *r)
     mg_rcfg_route_free(r);
 }
 
+void mg_cfg_route_free(mg_route_cfg_t *r) { route_free(r); }
+
+void mg_cfg_cluster_free(mg_cluster_cfg_t *c)
+{
+    free(c->name);
+    mg_rcfg_cluster_free(c);
+    free_addrs(c->endpoints, c->nendpoints);
+}
+
 /* Walk one route item with table t and append it to cfg->routes. */
 int mg_cfg_route_walk(mg_cfg_ctx_t *ctx, const mg_cfg_table_t *t, const mg_ynode_t *item, size_t ordinal)
 {
@@ -622,6 +631,7 @@ static const mg_cfg_key_t discovery_keys[] = {
     { .name = "use404", .type = MG_CFG_BOOL, .offset = offsetof(mg_config_t, discovery.use404) },
     { .name = "max_instances", .type = MG_CFG_U32, .offset = offsetof(mg_config_t, discovery.max_instances),
       .min = 1, .max = 1000000 },
+    { .name = "locator", .type = MG_CFG_CUSTOM, .handler = mg_cfg_locator }, /* locator.c */
 };
 static const mg_cfg_table_t discovery_table = MG_CFG_TABLE_OF("in discovery", discovery_keys);
 
@@ -710,6 +720,15 @@ void mg_config_free(mg_config_t *cfg)
     unsigned sh = atomic_load(&cfg->shares);
     while (sh > 0)
         if (atomic_compare_exchange_weak(&cfg->shares, &sh, sh - 1)) return;
+    if (cfg->derived_from) { /* locator.h: only the generated part is ours */
+        for (size_t i = cfg->nbase_routes; i < cfg->nroutes; i++) route_free(&cfg->routes[i]);
+        for (size_t i = cfg->nbase_clusters; i < cfg->nclusters; i++) mg_cfg_cluster_free(&cfg->clusters[i]);
+        free(cfg->routes);
+        free(cfg->clusters);
+        mg_config_free(cfg->derived_from);
+        free(cfg);
+        return;
+    }
     free(cfg->discovery.data_dir);
     free(cfg->discovery.token);
     for (size_t i = 0; i < cfg->nfiles; i++) free(cfg->files[i]);
@@ -719,12 +738,9 @@ void mg_config_free(mg_config_t *cfg)
     for (size_t i = 0; i < cfg->nroutes; i++) route_free(&cfg->routes[i]);
     free(cfg->routes);
     mg_plugin_list_free(&cfg->default_filters);
-    for (size_t i = 0; i < cfg->nclusters; i++) {
-        free(cfg->clusters[i].name);
-        mg_rcfg_cluster_free(&cfg->clusters[i]);
-        free_addrs(cfg->clusters[i].endpoints, cfg->clusters[i].nendpoints);
-    }
+    for (size_t i = 0; i < cfg->nclusters; i++) mg_cfg_cluster_free(&cfg->clusters[i]);
     free(cfg->clusters);
+    mg_cfg_locator_free(&cfg->discovery.locator);
     free(cfg->access_log);
     free(cfg->redis.host);
     free(cfg);
@@ -780,6 +796,7 @@ int mg_config_load_buffers(const mg_config_buffer_t *bufs, size_t nbufs, mg_conf
     static const mg_ynode_t empty = { .kind = MG_YNODE_SCALAR, .str = "", .file = "<empty>", .line = 1, .col = 1 };
     if ((rc = mg_cfg_walk(&ctx, &top_table, merged ? merged : &empty, cfg)) != 0) goto done;
     if ((rc = mg_rcfg_finish(&ctx)) != 0) goto done;
+    if ((rc = mg_cfg_locator_finish(&ctx)) != 0) goto done;
     if (!cfg->discovery.data_dir) {
         /* ".meshgate" next to the first config file */
         const char *f0 = cfg->nfiles ? cfg->files[0] : "";

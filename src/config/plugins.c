@@ -47,6 +47,8 @@ static bool relaxed_eq(const char *a, size_t an, const char *b)
     }
 }
 
+bool mg_cfg_relaxed_eq(const char *a, size_t an, const char *b) { return relaxed_eq(a, an, b); }
+
 static int field_index(const mg_plugin_spec_t *s, const char *key, size_t len)
 {
     for (int i = 0; i < MG_MAX_ARGS && s->args[i].name; i++)
@@ -308,7 +310,8 @@ static int parse_expanded(mg_cfg_ctx_t *ctx, mg_plugin_kind_t kind, const mg_yno
     return 0;
 }
 
-static int parse_item(mg_cfg_ctx_t *ctx, mg_plugin_kind_t kind, const mg_ynode_t *item, mg_plugin_cfg_t *pc)
+static int parse_item(mg_cfg_ctx_t *ctx, mg_plugin_kind_t kind, const mg_ynode_t *item, mg_plugin_cfg_t *pc,
+                      bool validate)
 {
     slot_t sl[MG_MAX_ARGS];
     memset(sl, 0, sizeof sl);
@@ -345,13 +348,14 @@ static int parse_item(mg_cfg_ctx_t *ctx, mg_plugin_kind_t kind, const mg_ynode_t
         sl[i].v = NULL;
         sl[i].n = 0;
     }
-    rc = mg_plugin_validate(pc, kind, ctx->err, ctx->errlen);
+    rc = validate ? mg_plugin_validate(pc, kind, ctx->err, ctx->errlen) : 0;
 out:
     slots_free(sl);
     return rc;
 }
 
-int mg_cfg_plugins(mg_cfg_ctx_t *ctx, mg_plugin_kind_t kind, const mg_ynode_t *v, mg_plugin_list_t *out)
+static int plugins(mg_cfg_ctx_t *ctx, mg_plugin_kind_t kind, const mg_ynode_t *v, mg_plugin_list_t *out,
+                   bool validate)
 {
     const char *what = kind == MG_PLUGIN_FILTER ? "filters" : "predicates";
     int rc = mg_cfg_expect(ctx, what, v, MG_YNODE_SEQ);
@@ -363,9 +367,19 @@ int mg_cfg_plugins(mg_cfg_ctx_t *ctx, mg_plugin_kind_t kind, const mg_ynode_t *v
     for (size_t i = 0; i < v->nitems; i++) {
         mg_plugin_cfg_t *pc = &out->v[out->n];
         memset(pc, 0, sizeof *pc);
-        rc = parse_item(ctx, kind, v->items[i], pc);
+        rc = parse_item(ctx, kind, v->items[i], pc, validate);
         out->n++; /* even on error: freed with the list */
         if (rc) return rc;
     }
     return 0;
+}
+
+int mg_cfg_plugins(mg_cfg_ctx_t *ctx, mg_plugin_kind_t kind, const mg_ynode_t *v, mg_plugin_list_t *out)
+{
+    return plugins(ctx, kind, v, out, true);
+}
+
+int mg_cfg_plugins_raw(mg_cfg_ctx_t *ctx, mg_plugin_kind_t kind, const mg_ynode_t *v, mg_plugin_list_t *out)
+{
+    return plugins(ctx, kind, v, out, false);
 }
