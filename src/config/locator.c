@@ -374,7 +374,9 @@ static int make_route(const mg_locator_cfg_t *lc, const mg_plugin_list_t *pt, co
     if (!rc) rc = instantiate_list(ft, MG_PLUGIN_FILTER, sid, &r->filters, &bad, msg, sizeof msg);
     if (rc == -ENOMEM) return rc;
     if (rc) {
-        mg_warn("discovery locator: service '%s' skipped: %s", name, msg);
+        size_t np = strlen(default_pos.file);
+        const char *m = strncmp(msg, default_pos.file, np) ? msg : msg + np + strlen(":1:1: ");
+        mg_warn("discovery locator: service '%s' skipped: %s", name, m);
         return 1;
     }
     return 0;
@@ -410,8 +412,8 @@ int mg_locator_derive(mg_config_t *base, const char *const *services, size_t n, 
     d->nbase_clusters = d->nclusters;
     mg_route_cfg_t *routes = malloc((d->nroutes + nn + 1) * sizeof *routes);
     mg_cluster_cfg_t *clusters = malloc((d->nclusters + 1) * sizeof *clusters);
-    if (routes) memcpy(routes, d->routes, d->nroutes * sizeof *routes);
-    if (clusters) memcpy(clusters, d->clusters, d->nclusters * sizeof *clusters);
+    if (routes && d->nroutes) memcpy(routes, d->routes, d->nroutes * sizeof *routes);
+    if (clusters && d->nclusters) memcpy(clusters, d->clusters, d->nclusters * sizeof *clusters);
     d->routes = routes;
     d->clusters = clusters;
     if (!routes || !clusters) {
