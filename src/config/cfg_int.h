@@ -23,7 +23,9 @@ int mg_cfg_plugins(mg_cfg_ctx_t *ctx, mg_plugin_kind_t kind, const mg_ynode_t *v
  * ("lower-case-service-id", "lowerCaseServiceId", "lower_case_service_id"). */
 bool mg_cfg_relaxed_eq(const char *a, size_t an, const char *b);
 /* Same, names and arguments resolved but values not validated (templates
- * whose values are expressions: the discovery locator's). */
+ * whose values are expressions: the discovery locator's). As Spring's
+ * GATHER_LIST normalization, any argument key of a list predicate (Path,
+ * Host, Method...) adds to its list: Spring's documented args[pattern]. */
 int mg_cfg_plugins_raw(mg_cfg_ctx_t *ctx, mg_plugin_kind_t kind, const mg_ynode_t *v, mg_plugin_list_t *out);
 
 /* config.c: shared route/cluster helpers */

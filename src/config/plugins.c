@@ -263,7 +263,7 @@ static int nested_args(mg_cfg_ctx_t *ctx, mg_plugin_kind_t kind, const mg_plugin
 }
 
 static int parse_expanded(mg_cfg_ctx_t *ctx, mg_plugin_kind_t kind, const mg_ynode_t *item,
-                          const mg_plugin_spec_t **specp, slot_t *sl)
+                          const mg_plugin_spec_t **specp, slot_t *sl, bool gather_any)
 {
     const mg_ynode_t *name = NULL, *args = NULL;
     for (size_t i = 0; i < item->npairs; i++) {
@@ -293,6 +293,11 @@ static int parse_expanded(mg_cfg_ctx_t *ctx, mg_plugin_kind_t kind, const mg_yno
             long x = strtol(k->str + 8, &end, 10);
             if (*end == '\0' && x >= 0 && (size_t)x < nfields(spec)) fi = spec->shortcut == MG_SHORTCUT_FIELDS ? (int)x : 0;
         }
+        /* templates: Spring gathers every value of a list predicate into its
+         * list whatever the key (its docs write Path's args[pattern]) */
+        if (fi < 0 && gather_any && (spec->shortcut == MG_SHORTCUT_GATHER || spec->shortcut == MG_SHORTCUT_GATHER_FLAG) &&
+            v->kind != MG_YNODE_MAP)
+            fi = 0;
         if (fi < 0) {
             const char *names[MG_MAX_ARGS];
             size_t nf = nfields(spec);
@@ -317,7 +322,7 @@ static int parse_item(mg_cfg_ctx_t *ctx, mg_plugin_kind_t kind, const mg_ynode_t
     memset(sl, 0, sizeof sl);
     const mg_plugin_spec_t *spec = NULL;
     int rc;
-    if (item->kind == MG_YNODE_MAP) rc = parse_expanded(ctx, kind, item, &spec, sl);
+    if (item->kind == MG_YNODE_MAP) rc = parse_expanded(ctx, kind, item, &spec, sl, !validate);
     else if (item->kind == MG_YNODE_SCALAR && !mg_ynode_is_null(item)) rc = parse_shortcut(ctx, kind, item, &spec, sl);
     else rc = mg_cfg_error(ctx, item, "expected a %s ('Name=args' or {name: ..., args: {...}}), got %s", kind_name(kind), mg_ynode_describe(item));
     if (rc) goto out;

@@ -162,7 +162,7 @@ def test_native_locator_and_default_filters(mg, upstream_factory, tmp_path):
 def test_custom_predicates_and_filters(mg, upstream_factory, tmp_path):
     up = upstream_factory(name="user-1")
     spring = spring_locator(
-        predicates=[{"name": "Path", "args": {"patterns": "'/svc/'+serviceId+'/**'"}}],
+        predicates=[{"name": "Path", "args": {"pattern": "'/svc/'+serviceId+'/**'"}}],  # Spring's docs: args[pattern]
         filters=["StripPrefix=2", {"name": "AddRequestHeader",
                                    "args": {"name": "'X-Service'", "value": "serviceId"}}])
     m = gw(mg, tmp_path, spring=spring)

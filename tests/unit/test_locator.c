@@ -194,6 +194,8 @@ static void test_custom_templates(void **state)
                                   "    route-id-prefix: 'p-'\n"
                                   "    predicates:\n"
                                   "      - Path='/api/'+serviceId+'/**', '/v2/'+serviceId\n"
+                                  "      - name: Host\n" /* Spring's documented form: any key gathers */
+                                  "        args: {pattern: \"serviceId+'.example.com'\"}\n"
                                   "    filters:\n"
                                   "      - StripPrefix=2\n"
                                   "      - name: AddRequestHeader\n"
@@ -207,6 +209,8 @@ static void test_custom_templates(void **state)
     assert_int_equal(r->predicates.v[0].args[0].nvalues, 2);
     assert_string_equal(r->predicates.v[0].args[0].values[0], "/api/Users/**");
     assert_string_equal(r->predicates.v[0].args[0].values[1], "/v2/Users");
+    assert_string_equal(r->predicates.v[1].name, "Host");
+    assert_string_equal(r->predicates.v[1].args[0].values[0], "Users.example.com");
     assert_string_equal(r->filters.v[0].args[0].values[0], "2");
     assert_string_equal(r->filters.v[1].args[1].values[0], "Users");
     mg_config_free(d);
