@@ -2,7 +2,7 @@
  * the first newline: an expression, then a service id. A success gives a
  * bounded string; a failure gives no output and a message; and with a
  * template that evaluated, a config naming it must load or fail cleanly,
- * and a derived config must build and free without leaks. */
+ * and a derived config must compile to a route table and free cleanly. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +11,7 @@
 #include "config/config.h"
 #include "config/locator.h"
 #include "core/err.h"
+#include "route/route.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -43,6 +44,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         const char *names[] = { sid };
         mg_config_t *d = NULL;
         if (mg_locator_derive(cfg, names, 1, &d, err, sizeof err) != 0) abort(); /* only -ENOMEM */
+        /* every generated route was validated: the table must build */
+        mg_route_table_t *t = NULL;
+        if (mg_route_table_build(d, &t, err, sizeof err) != 0) abort();
+        mg_route_table_free(t);
         mg_config_free(d);
     } else if (cfg) {
         abort();
