@@ -79,14 +79,16 @@ static int build(mg_config_t *cfg, mg_snapshot_t **out, char *err, size_t errlen
     mg_disco_snapshot_t *d = G.reg ? mg_registry_snapshot(G.reg, false) : NULL;
     if (G.reg && !d)
         mg_warn("registry snapshot: out of memory; building without registry instances");
-    G.locator = cfg->discovery.locator.enabled;
-    const char **names = d && G.locator ? malloc((d->nservices + 1) * sizeof *names) : NULL;
+    bool locator = cfg->discovery.locator.enabled;
+    const char **names = d && locator ? malloc((d->nservices + 1) * sizeof *names) : NULL;
     for (size_t i = 0; names && i < d->nservices; i++)
         names[i] = d->services[i].name;
     int rc = mg_locator_derive(cfg, names, names ? d->nservices : 0, &cfg, err, errlen);
     free(names);
     if (rc == 0)
         rc = mg_snapshot_build_disco(cfg, d, out, err, errlen);
+    if (rc == 0)
+        G.locator = locator; /* a refused reload keeps the running value */
     mg_disco_snapshot_free(d);
     return rc;
 }
@@ -142,7 +144,8 @@ static void on_registry_event(void *ud, const mg_reg_event_t *ev)
         mg_reg_checker_notify(G.checker, ev);
     /* the locator routes every registered service, passing or not */
     bool services_changed = G.locator && ev->kind != MG_REG_EV_CHECK;
-    if (!(ev->endpoints_changed || services_changed) || G.stopping || !G.reg_timers || uv_is_active((uv_handle_t *)&G.rebuild))
+    if (!(ev->endpoints_changed || services_changed) || G.stopping || !G.reg_timers ||
+        uv_is_active((uv_handle_t *)&G.rebuild))
         return;
     uint64_t now = uv_now(G.loop), next = G.last_rebuild + 100;
     uv_timer_start(&G.rebuild, on_rebuild, next > now ? next - now : 0, 0);
