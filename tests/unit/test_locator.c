@@ -235,6 +235,33 @@ static void test_errors(void **state)
     mg_config_free(c);
 }
 
+/* Many services (twice each, as two sources would give them): one route
+ * and one cluster per name, each route's cluster the right one. */
+static void test_many_services(void **state)
+{
+    (void)state;
+    enum { N = 3000 };
+    mg_config_t *base = must_load("discovery:\n  locator: {enabled: true}\n"
+                                  "routes:\n  - {id: r, path: /r/**, to: s-000042}\n");
+    static char buf[N][16];
+    const char *names[2 * N];
+    for (int i = 0; i < N; i++) {
+        snprintf(buf[i], sizeof buf[i], "s-%06d", N - 1 - i);
+        names[i] = names[N + i] = buf[i];
+    }
+    mg_config_t *d = NULL;
+    char err[128];
+    assert_int_equal(mg_locator_derive(base, names, 2 * N, &d, err, sizeof err), 0);
+    assert_int_equal(d->nroutes, 1 + N);
+    assert_int_equal(d->nclusters, N); /* s-000042 reused the route's cluster */
+    for (size_t i = 1; i < d->nroutes; i++) {
+        const mg_route_cfg_t *r = &d->routes[i];
+        assert_string_equal(d->clusters[r->cluster_index].name, r->uri + 5);
+        assert_string_equal(r->id + strlen(MG_LOCATOR_DEFAULT_PREFIX), r->uri + 5);
+    }
+    mg_config_free(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -243,6 +270,7 @@ int main(void)
         cmocka_unit_test(test_off_and_conflicts),
         cmocka_unit_test(test_custom_templates),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_many_services),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
