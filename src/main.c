@@ -17,6 +17,7 @@
 
 #include "admin/admin.h"
 #include "config/config.h"
+#include "config/locator.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "discovery/checker.h"
@@ -52,6 +53,7 @@ static struct {
     uv_timer_t rebuild;     /* coalesced snapshot rebuild after registry changes */
     uint64_t last_rebuild;  /* uv_now of the last rebuild */
     bool reg_timers;
+    bool locator;           /* the serving config has the discovery locator on */
 } G;
 
 static void usage(FILE *f)
@@ -72,13 +74,23 @@ static void usage(FILE *f)
             MG_VERSION);
 }
 
-/* Build a snapshot of cfg (consumed) with the registry's passing instances. */
+/* Build a snapshot of cfg (consumed) with the registry's passing instances
+ * and, with the discovery locator on, a route per service (locator.h). */
 static int build(mg_config_t *cfg, mg_snapshot_t **out, char *err, size_t errlen)
 {
     mg_disco_snapshot_t *d = G.reg ? mg_registry_snapshot(G.reg, false) : NULL;
     if (G.reg && !d)
         mg_warn("registry snapshot: out of memory; building without registry instances");
-    int rc = mg_snapshot_build_disco(cfg, d, out, err, errlen);
+    bool locator = cfg->discovery.locator.enabled;
+    const char **names = d && locator ? malloc((d->nservices + 1) * sizeof *names) : NULL;
+    for (size_t i = 0; names && i < d->nservices; i++)
+        names[i] = d->services[i].name;
+    int rc = mg_locator_derive(cfg, names, names ? d->nservices : 0, &cfg, err, errlen);
+    free(names);
+    if (rc == 0)
+        rc = mg_snapshot_build_disco(cfg, d, out, err, errlen);
+    if (rc == 0)
+        G.locator = locator; /* a refused reload keeps the running value */
     mg_disco_snapshot_free(d);
     return rc;
 }
@@ -101,8 +113,9 @@ static int64_t wall_ms(void)
 
 /* ---- registry -> serving snapshot ---- */
 
-/* Same config, endpoints refreshed from the registry. The new snapshot
- * shares the running one's mg_config_t (mg_config_share). */
+/* Same config, endpoints (and discovery locator routes) refreshed from the
+ * registry. The new snapshot shares the running one's loaded mg_config_t
+ * (mg_config_share of its base: a locator config is re-derived). */
 static void on_rebuild(uv_timer_t *t)
 {
     (void)t;
@@ -112,7 +125,7 @@ static void on_rebuild(uv_timer_t *t)
     mg_snapshot_t *cur = mg_server_current(G.srv);
     char err[1024] = "";
     mg_snapshot_t *snap = NULL;
-    int rc = build(mg_config_share(cur->cfg), &snap, err, sizeof err);
+    int rc = build(mg_config_share(mg_config_base(cur->cfg)), &snap, err, sizeof err);
     mg_snapshot_unref(cur);
     if (rc) {
         mg_error("registry change: snapshot rebuild failed: %s", err[0] ? err : mg_strerror(rc));
@@ -131,7 +144,10 @@ static void on_registry_event(void *ud, const mg_reg_event_t *ev)
     (void)ud;
     if (G.checker && !G.stopping)
         mg_reg_checker_notify(G.checker, ev);
-    if (!ev->endpoints_changed || G.stopping || !G.reg_timers || uv_is_active((uv_handle_t *)&G.rebuild))
+    /* the locator routes every registered service, passing or not */
+    bool services_changed = G.locator && ev->kind != MG_REG_EV_CHECK;
+    if (!(ev->endpoints_changed || services_changed) || G.stopping || !G.reg_timers ||
+        uv_is_active((uv_handle_t *)&G.rebuild))
         return;
     uint64_t now = uv_now(G.loop), next = G.last_rebuild + 100;
     uv_timer_start(&G.rebuild, on_rebuild, next > now ? next - now : 0, 0);

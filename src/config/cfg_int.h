@@ -19,10 +19,22 @@ static inline mg_src_pos_t mg_pos_of(const mg_ynode_t *n) { return (mg_src_pos_t
 /* plugins.c: a predicates:/filters: sequence (shortcut or expanded items)
  * appended to out, each resolved against the registry and validated. */
 int mg_cfg_plugins(mg_cfg_ctx_t *ctx, mg_plugin_kind_t kind, const mg_ynode_t *v, mg_plugin_list_t *out);
+/* Spring relaxed binding: a[0..an) and b name the same key
+ * ("lower-case-service-id", "lowerCaseServiceId", "lower_case_service_id"). */
+bool mg_cfg_relaxed_eq(const char *a, size_t an, const char *b);
+/* Same, names and arguments resolved but values not validated (templates
+ * whose values are expressions: the discovery locator's). As Spring's
+ * GATHER_LIST normalization, any argument key of a list predicate (Path,
+ * Host, Method...) adds to its list: Spring's documented args[pattern]. */
+int mg_cfg_plugins_raw(mg_cfg_ctx_t *ctx, mg_plugin_kind_t kind, const mg_ynode_t *v, mg_plugin_list_t *out);
 
 /* config.c: shared route/cluster helpers */
 int mg_cfg_route_walk(mg_cfg_ctx_t *ctx, const mg_cfg_table_t *t, const mg_ynode_t *item, size_t ordinal);
 extern const mg_cfg_table_t mg_scg_route_table;
+void mg_cfg_route_free(mg_route_cfg_t *r);
+void mg_cfg_cluster_free(mg_cluster_cfg_t *c);
+/* c (not yet in cfg->clusters) set to the defaults of cfg; 0 or -ENOMEM */
+int mg_cfg_cluster_init(const mg_config_t *cfg, mg_cluster_cfg_t *c, const char *name, const mg_ynode_t *at);
 mg_cluster_cfg_t *mg_cfg_add_cluster(mg_config_t *cfg, const char *name, const mg_ynode_t *at);
 int mg_cfg_parse_addr(mg_cfg_ctx_t *ctx, const char *what, const mg_ynode_t *v, const char *def_host,
                       mg_addr_cfg_t *out);
@@ -34,6 +46,14 @@ int mg_cfg_labels(mg_cfg_ctx_t *ctx, const mg_ynode_t *v, mg_addr_cfg_t *a);
 int mg_scg_server(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v, void *obj);
 int mg_scg_management(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v, void *obj);
 int mg_scg_spring(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v, void *obj);
+
+/* locator.c: discovery.locator (native) and
+ * spring.cloud.gateway[.server.webflux].discovery.locator, one handler
+ * (obj: the mg_config_t) for both; relaxed key spellings. */
+int mg_cfg_locator(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v, void *obj);
+void mg_cfg_locator_free(mg_locator_cfg_t *l);
+/* After the whole file is walked (default-filters known). */
+int mg_cfg_locator_finish(mg_cfg_ctx_t *ctx);
 
 /* ratelimit_cfg.c: a native route's rate_limit: block (appended to its
  * filters as a RequestRateLimiter), the one-limiter-per-route check, the

@@ -335,9 +335,15 @@ mg_cluster_cfg_t *mg_cfg_add_cluster(mg_config_t *cfg, const char *name, const m
     if (!nc) return NULL;
     cfg->clusters = nc;
     mg_cluster_cfg_t *c = &cfg->clusters[cfg->nclusters];
-    memset(c, 0, sizeof *c);
-    if (!(c->name = strdup(name))) return NULL;
+    if (mg_cfg_cluster_init(cfg, c, name, at) != 0) return NULL;
     cfg->nclusters++;
+    return c;
+}
+
+int mg_cfg_cluster_init(const mg_config_t *cfg, mg_cluster_cfg_t *c, const char *name, const mg_ynode_t *at)
+{
+    memset(c, 0, sizeof *c);
+    if (!(c->name = strdup(name))) return -ENOMEM;
     c->lb = MG_LB_ROUND_ROBIN;
     c->connect_timeout_ms = cfg->connect_timeout_ms;
     c->response_timeout_ms = cfg->response_timeout_ms;
@@ -345,7 +351,7 @@ mg_cluster_cfg_t *mg_cfg_add_cluster(mg_config_t *cfg, const char *name, const m
     c->idle_timeout_ms = 30000;
     c->pos = pos_of(at);
     mg_rcfg_cluster_defaults(c);
-    return c;
+    return 0;
 }
 
 static int add_cluster_err(mg_cfg_ctx_t *ctx, mg_config_t *cfg, const char *name, const mg_ynode_t *at,
@@ -567,6 +573,15 @@ static void route_free(mg_route_cfg_t *r)
     mg_rcfg_route_free(r);
 }
 
+void mg_cfg_route_free(mg_route_cfg_t *r) { route_free(r); }
+
+void mg_cfg_cluster_free(mg_cluster_cfg_t *c)
+{
+    free(c->name);
+    mg_rcfg_cluster_free(c);
+    free_addrs(c->endpoints, c->nendpoints);
+}
+
 /* Walk one route item with table t and append it to cfg->routes. */
 int mg_cfg_route_walk(mg_cfg_ctx_t *ctx, const mg_cfg_table_t *t, const mg_ynode_t *item, size_t ordinal)
 {
@@ -626,6 +641,7 @@ static const mg_cfg_key_t discovery_keys[] = {
     { .name = "backend", .type = MG_CFG_CUSTOM, .handler = mg_cfg_discovery_backend },
     { .name = "url", .type = MG_CFG_CUSTOM, .handler = mg_cfg_discovery_url },
     { .name = "prefix", .type = MG_CFG_CUSTOM, .handler = mg_cfg_discovery_prefix },
+    { .name = "locator", .type = MG_CFG_CUSTOM, .handler = mg_cfg_locator }, /* locator.c */
 };
 static const mg_cfg_table_t discovery_table = MG_CFG_TABLE_OF("in discovery", discovery_keys);
 
@@ -714,6 +730,15 @@ void mg_config_free(mg_config_t *cfg)
     unsigned sh = atomic_load(&cfg->shares);
     while (sh > 0)
         if (atomic_compare_exchange_weak(&cfg->shares, &sh, sh - 1)) return;
+    if (cfg->derived_from) { /* locator.h: only the generated part is ours */
+        for (size_t i = cfg->nbase_routes; i < cfg->nroutes; i++) route_free(&cfg->routes[i]);
+        for (size_t i = cfg->nbase_clusters; i < cfg->nclusters; i++) mg_cfg_cluster_free(&cfg->clusters[i]);
+        free(cfg->routes);
+        free(cfg->clusters);
+        mg_config_free(cfg->derived_from);
+        free(cfg);
+        return;
+    }
     free(cfg->discovery.data_dir);
     free(cfg->discovery.token);
     free(cfg->discovery.redis.host);
@@ -726,12 +751,9 @@ void mg_config_free(mg_config_t *cfg)
     for (size_t i = 0; i < cfg->nroutes; i++) route_free(&cfg->routes[i]);
     free(cfg->routes);
     mg_plugin_list_free(&cfg->default_filters);
-    for (size_t i = 0; i < cfg->nclusters; i++) {
-        free(cfg->clusters[i].name);
-        mg_rcfg_cluster_free(&cfg->clusters[i]);
-        free_addrs(cfg->clusters[i].endpoints, cfg->clusters[i].nendpoints);
-    }
+    for (size_t i = 0; i < cfg->nclusters; i++) mg_cfg_cluster_free(&cfg->clusters[i]);
     free(cfg->clusters);
+    mg_cfg_locator_free(&cfg->discovery.locator);
     free(cfg->access_log);
     free(cfg->redis.host);
     free(cfg);
@@ -788,6 +810,7 @@ int mg_config_load_buffers(const mg_config_buffer_t *bufs, size_t nbufs, mg_conf
     if ((rc = mg_cfg_walk(&ctx, &top_table, merged ? merged : &empty, cfg)) != 0) goto done;
     if ((rc = mg_rcfg_finish(&ctx)) != 0) goto done;
     if ((rc = mg_cfg_discovery_finish(&ctx)) != 0) goto done;
+    if ((rc = mg_cfg_locator_finish(&ctx)) != 0) goto done;
     if (!cfg->discovery.data_dir) {
         /* ".meshgate" next to the first config file */
         const char *f0 = cfg->nfiles ? cfg->files[0] : "";

@@ -47,6 +47,8 @@ static bool relaxed_eq(const char *a, size_t an, const char *b)
     }
 }
 
+bool mg_cfg_relaxed_eq(const char *a, size_t an, const char *b) { return relaxed_eq(a, an, b); }
+
 static int field_index(const mg_plugin_spec_t *s, const char *key, size_t len)
 {
     for (int i = 0; i < MG_MAX_ARGS && s->args[i].name; i++)
@@ -261,7 +263,7 @@ static int nested_args(mg_cfg_ctx_t *ctx, mg_plugin_kind_t kind, const mg_plugin
 }
 
 static int parse_expanded(mg_cfg_ctx_t *ctx, mg_plugin_kind_t kind, const mg_ynode_t *item,
-                          const mg_plugin_spec_t **specp, slot_t *sl)
+                          const mg_plugin_spec_t **specp, slot_t *sl, bool gather_any)
 {
     const mg_ynode_t *name = NULL, *args = NULL;
     for (size_t i = 0; i < item->npairs; i++) {
@@ -291,6 +293,11 @@ static int parse_expanded(mg_cfg_ctx_t *ctx, mg_plugin_kind_t kind, const mg_yno
             long x = strtol(k->str + 8, &end, 10);
             if (*end == '\0' && x >= 0 && (size_t)x < nfields(spec)) fi = spec->shortcut == MG_SHORTCUT_FIELDS ? (int)x : 0;
         }
+        /* templates: Spring gathers every value of a list predicate into its
+         * list whatever the key (its docs write Path's args[pattern]) */
+        if (fi < 0 && gather_any && (spec->shortcut == MG_SHORTCUT_GATHER || spec->shortcut == MG_SHORTCUT_GATHER_FLAG) &&
+            v->kind != MG_YNODE_MAP)
+            fi = 0;
         if (fi < 0) {
             const char *names[MG_MAX_ARGS];
             size_t nf = nfields(spec);
@@ -308,13 +315,14 @@ static int parse_expanded(mg_cfg_ctx_t *ctx, mg_plugin_kind_t kind, const mg_yno
     return 0;
 }
 
-static int parse_item(mg_cfg_ctx_t *ctx, mg_plugin_kind_t kind, const mg_ynode_t *item, mg_plugin_cfg_t *pc)
+static int parse_item(mg_cfg_ctx_t *ctx, mg_plugin_kind_t kind, const mg_ynode_t *item, mg_plugin_cfg_t *pc,
+                      bool validate)
 {
     slot_t sl[MG_MAX_ARGS];
     memset(sl, 0, sizeof sl);
     const mg_plugin_spec_t *spec = NULL;
     int rc;
-    if (item->kind == MG_YNODE_MAP) rc = parse_expanded(ctx, kind, item, &spec, sl);
+    if (item->kind == MG_YNODE_MAP) rc = parse_expanded(ctx, kind, item, &spec, sl, !validate);
     else if (item->kind == MG_YNODE_SCALAR && !mg_ynode_is_null(item)) rc = parse_shortcut(ctx, kind, item, &spec, sl);
     else rc = mg_cfg_error(ctx, item, "expected a %s ('Name=args' or {name: ..., args: {...}}), got %s", kind_name(kind), mg_ynode_describe(item));
     if (rc) goto out;
@@ -345,13 +353,14 @@ static int parse_item(mg_cfg_ctx_t *ctx, mg_plugin_kind_t kind, const mg_ynode_t
         sl[i].v = NULL;
         sl[i].n = 0;
     }
-    rc = mg_plugin_validate(pc, kind, ctx->err, ctx->errlen);
+    rc = validate ? mg_plugin_validate(pc, kind, ctx->err, ctx->errlen) : 0;
 out:
     slots_free(sl);
     return rc;
 }
 
-int mg_cfg_plugins(mg_cfg_ctx_t *ctx, mg_plugin_kind_t kind, const mg_ynode_t *v, mg_plugin_list_t *out)
+static int plugins(mg_cfg_ctx_t *ctx, mg_plugin_kind_t kind, const mg_ynode_t *v, mg_plugin_list_t *out,
+                   bool validate)
 {
     const char *what = kind == MG_PLUGIN_FILTER ? "filters" : "predicates";
     int rc = mg_cfg_expect(ctx, what, v, MG_YNODE_SEQ);
@@ -363,9 +372,19 @@ int mg_cfg_plugins(mg_cfg_ctx_t *ctx, mg_plugin_kind_t kind, const mg_ynode_t *v
     for (size_t i = 0; i < v->nitems; i++) {
         mg_plugin_cfg_t *pc = &out->v[out->n];
         memset(pc, 0, sizeof *pc);
-        rc = parse_item(ctx, kind, v->items[i], pc);
+        rc = parse_item(ctx, kind, v->items[i], pc, validate);
         out->n++; /* even on error: freed with the list */
         if (rc) return rc;
     }
     return 0;
+}
+
+int mg_cfg_plugins(mg_cfg_ctx_t *ctx, mg_plugin_kind_t kind, const mg_ynode_t *v, mg_plugin_list_t *out)
+{
+    return plugins(ctx, kind, v, out, true);
+}
+
+int mg_cfg_plugins_raw(mg_cfg_ctx_t *ctx, mg_plugin_kind_t kind, const mg_ynode_t *v, mg_plugin_list_t *out)
+{
+    return plugins(ctx, kind, v, out, false);
 }

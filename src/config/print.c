@@ -125,6 +125,24 @@ int mg_config_print(const mg_config_t *cfg, FILE *f)
         q(f, cfg->discovery.prefix ? cfg->discovery.prefix : "meshgate:registry");
         fputc('\n', f);
     }
+    const mg_locator_cfg_t *lc = &cfg->discovery.locator;
+    if (lc->enabled || lc->lower_case_service_id || lc->route_id_prefix || lc->custom_predicates || lc->custom_filters) {
+        fprintf(f, "  locator:\n    enabled: %s\n    lower_case_service_id: %s\n", lc->enabled ? "true" : "false",
+                lc->lower_case_service_id ? "true" : "false");
+        if (lc->route_id_prefix) {
+            fputs("    route_id_prefix: ", f);
+            q(f, lc->route_id_prefix);
+            fputc('\n', f);
+        }
+        if (lc->custom_predicates) {
+            fputs(lc->predicates.n ? "    predicates:\n" : "    predicates: []\n", f);
+            plugins(f, &lc->predicates, "      ");
+        }
+        if (lc->custom_filters) {
+            fputs(lc->filters.n ? "    filters:\n" : "    filters: []\n", f);
+            plugins(f, &lc->filters, "      ");
+        }
+    }
     fputs("access_log: ", f);
     if (cfg->access_log) q(f, cfg->access_log);
     else fputs("off", f);

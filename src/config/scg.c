@@ -9,6 +9,8 @@
  *   spring.cloud.gateway[.server.webflux].default-filters
  *   spring.cloud.discovery.client.simple.instances.<svc>[i].uri (+metadata)
  *                                                 -> cluster <svc>, for uri: lb://<svc>
+ *   spring.cloud.gateway[.server.webflux].discovery.locator.*
+ *                                                 -> discovery locator (locator.c)
  *   spring.data.redis.{host,port,url,timeout}, spring.redis.* (older Boot)
  *                                                 -> redis (rate limiters use it)
  *
@@ -277,8 +279,15 @@ static const mg_cfg_key_t gw_lb_keys[] = {
 };
 static const mg_cfg_table_t gw_lb_table = MG_CFG_TABLE_OF("in spring.cloud.gateway.loadbalancer", gw_lb_keys);
 
+/* spring.cloud.gateway.discovery.locator: locator.c */
+static const mg_cfg_key_t gw_disco_keys[] = {
+    { .name = "locator", .type = MG_CFG_CUSTOM, .handler = mg_cfg_locator },
+};
+static const mg_cfg_table_t gw_disco_table = MG_CFG_TABLE_OF("in spring.cloud.gateway.discovery", gw_disco_keys);
+
 #define GATEWAY_KEYS                                                                          \
     { .name = "default-filters", .type = MG_CFG_CUSTOM, .handler = h_gw_default_filters }, \
+    { .name = "discovery", .type = MG_CFG_TABLE, .sub = &gw_disco_table },                 \
     { .name = "loadbalancer", .type = MG_CFG_TABLE, .sub = &gw_lb_table },                 \
     { .name = "routes", .type = MG_CFG_CUSTOM, .handler = h_gw_routes }
 

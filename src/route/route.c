@@ -412,5 +412,7 @@ void mg_route_describe_json(const mg_route_t *r, mg_buf_t *out)
     mg_buf_add(out, "}", 1);
     mg_buf_addf(out, ",\"metadata\":{\"response-timeout\":%u,\"connect-timeout\":%u}", rc->response_timeout_ms,
                 rc->connect_timeout_ms);
+    if (rc->from_locator)
+        mg_buf_lit(out, ",\"source\":\"discovery-locator\"");
     mg_buf_addf(out, ",\"matches\":%llu}", (unsigned long long)mg_route_hits(r));
 }

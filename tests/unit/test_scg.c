@@ -236,7 +236,7 @@ static const struct {
     { "unknown metadata", "          metadata: {timeout: 5}\n",
       "x.yaml:7:22: unknown key 'timeout' in route metadata (expected one of: response-timeout, connect-timeout)" },
     { "unknown gateway key", "      httpclient: {connect-timeout: 5}\n",
-      "x.yaml:7:7: unknown key 'httpclient' in spring.cloud.gateway (expected one of: default-filters, loadbalancer, routes, server)" },
+      "x.yaml:7:7: unknown key 'httpclient' in spring.cloud.gateway (expected one of: default-filters, discovery, loadbalancer, routes, server)" },
 };
 
 static void test_errors(void **state)
