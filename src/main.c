@@ -21,6 +21,7 @@
 #include "core/log.h"
 #include "discovery/checker.h"
 #include "discovery/consul_api.h"
+#include "discovery/dnssrc.h"
 #include "discovery/registry.h"
 #include "discovery/store.h"
 #include "obs/accesslog.h"
@@ -47,9 +48,11 @@ static struct {
     mg_reg_checker_t *checker; /* runs the registry's HTTP/TCP checks */
     uv_timer_t reg_tick;    /* TTL expiry every 250 ms, store sync every ~1 s */
     unsigned reg_ticks;
-    uv_timer_t rebuild;     /* coalesced snapshot rebuild after registry changes */
+    uv_timer_t rebuild;     /* coalesced snapshot rebuild after registry or DNS changes */
     uint64_t last_rebuild;  /* uv_now of the last rebuild */
     bool reg_timers;
+    bool rebuild_ready;     /* G.rebuild initialized (registry or DNS in use) */
+    mg_dnssrc_t *dns;       /* DNS discovery (clusters' dns: entries) */
 } G;
 
 static void usage(FILE *f)
@@ -70,14 +73,20 @@ static void usage(FILE *f)
             MG_VERSION);
 }
 
-/* Build a snapshot of cfg (consumed) with the registry's passing instances. */
+/* Build a snapshot of cfg (consumed) with the registry's passing instances
+ * and the DNS-resolved addresses. */
 static int build(mg_config_t *cfg, mg_snapshot_t **out, char *err, size_t errlen)
 {
     mg_disco_snapshot_t *d = G.reg ? mg_registry_snapshot(G.reg, false) : NULL;
     if (G.reg && !d)
         mg_warn("registry snapshot: out of memory; building without registry instances");
-    int rc = mg_snapshot_build_disco(cfg, d, out, err, errlen);
+    mg_dns_snapshot_t *dn = G.dns ? mg_dnssrc_snapshot(G.dns) : NULL;
+    if (G.dns && !dn)
+        mg_warn("dns snapshot: out of memory; building without DNS addresses");
+    mg_cluster_sources_t src = { .registry = d, .dns = dn };
+    int rc = mg_snapshot_build_src(cfg, &src, out, err, errlen);
     mg_disco_snapshot_free(d);
+    mg_dns_snapshot_unref(dn);
     return rc;
 }
 
@@ -123,16 +132,72 @@ static void on_rebuild(uv_timer_t *t)
     mg_snapshot_unref(snap);
 }
 
-/* Registry listener: only schedules (at most one rebuild per 100 ms). */
+/* At most one rebuild per 100 ms. */
+static void schedule_rebuild(void)
+{
+    if (G.stopping || !G.rebuild_ready || uv_is_active((uv_handle_t *)&G.rebuild))
+        return;
+    uint64_t now = uv_now(G.loop), next = G.last_rebuild + 100;
+    uv_timer_start(&G.rebuild, on_rebuild, next > now ? next - now : 0, 0);
+}
+
+/* Registry listener: only schedules. */
 static void on_registry_event(void *ud, const mg_reg_event_t *ev)
 {
     (void)ud;
     if (G.checker && !G.stopping)
         mg_reg_checker_notify(G.checker, ev);
-    if (!ev->endpoints_changed || G.stopping || !G.reg_timers || uv_is_active((uv_handle_t *)&G.rebuild))
+    if (ev->endpoints_changed && G.reg_timers)
+        schedule_rebuild();
+}
+
+/* DNS: an entry's address set changed. */
+static void on_dns_change(void *ud)
+{
+    (void)ud;
+    schedule_rebuild();
+}
+
+/* Start DNS discovery and give the first resolutions a bounded chance to
+ * complete before the first snapshot, so a DNS-only cluster is not empty
+ * at boot when DNS answers: at most 2 x timeout x attempts (SRV then its
+ * targets), 10 s at most. */
+static void on_dns_wait(uv_timer_t *t) { *(bool *)t->data = true; }
+
+static void dns_start(const mg_config_t *cfg)
+{
+    bool any = false;
+    for (size_t i = 0; i < cfg->nclusters && !any; i++)
+        any = cfg->clusters[i].ndns > 0;
+    if (!(G.dns = mg_dnssrc_new(G.loop, on_dns_change, NULL))) {
+        mg_error("dns: out of memory; dns: entries are not resolved");
         return;
-    uint64_t now = uv_now(G.loop), next = G.last_rebuild + 100;
-    uv_timer_start(&G.rebuild, on_rebuild, next > now ? next - now : 0, 0);
+    }
+    if (mg_dnssrc_configure(G.dns, cfg) != 0)
+        mg_error("dns: out of memory; some dns: entries are not resolved");
+    if (!any || !mg_dnssrc_first_pending(G.dns))
+        return;
+    uint64_t ms = 2ull * cfg->discovery.dns.timeout_ms * cfg->discovery.dns.attempts;
+    bool expired = false;
+    uv_timer_t t;
+    uv_timer_init(G.loop, &t);
+    t.data = &expired;
+    uv_timer_start(&t, on_dns_wait, ms < 10000 ? ms : 10000, 0);
+    while (!expired && mg_dnssrc_first_pending(G.dns))
+        uv_run(G.loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(G.loop, UV_RUN_NOWAIT); /* t's close */
+    if (mg_dnssrc_first_pending(G.dns))
+        mg_warn("dns: %zu entr%s not resolved yet at start-up; their clusters fill when DNS answers",
+                mg_dnssrc_first_pending(G.dns), mg_dnssrc_first_pending(G.dns) == 1 ? "y" : "ies");
+}
+
+static void dns_stop(void)
+{
+    if (!G.dns)
+        return;
+    mg_dnssrc_stop(G.dns); /* freed by its handles' close callbacks */
+    G.dns = NULL;
 }
 
 static void on_reg_tick(uv_timer_t *t)
@@ -190,7 +255,6 @@ static void registry_timers_start(void)
     if (!G.reg)
         return;
     uv_timer_init(G.loop, &G.reg_tick);
-    uv_timer_init(G.loop, &G.rebuild);
     uv_timer_start(&G.reg_tick, on_reg_tick, 250, 250);
     G.reg_timers = true;
     /* HTTP/TCP checks of registrations (those loaded from the store too) */
@@ -229,9 +293,15 @@ static void on_server_exit(void *arg)
     uv_close((uv_handle_t *)&G.tick, NULL);
     if (G.reg_timers) {
         uv_close((uv_handle_t *)&G.reg_tick, NULL);
-        uv_close((uv_handle_t *)&G.rebuild, NULL);
         G.reg_timers = false;
     }
+    if (G.rebuild_ready) {
+        uv_close((uv_handle_t *)&G.rebuild, NULL);
+        G.rebuild_ready = false;
+    }
+    if (G.admin)
+        mg_admin_set_dns(G.admin, NULL);
+    dns_stop();
     mg_reg_checker_stop(G.checker);
     G.checker = NULL;
     uv_close((uv_handle_t *)&G.sighup, NULL);
@@ -262,6 +332,9 @@ static void on_signal(uv_signal_t *h, int sig)
         mg_server_swap(G.srv, snap);
         if (G.health)
             mg_health_update(G.health, snap);
+        /* dns: entries follow the running config (added ones start now) */
+        if (G.dns && mg_dnssrc_configure(G.dns, snap->cfg) != 0)
+            mg_error("reload: dns: out of memory; some dns: entries are not resolved");
         mg_info("reloaded config (generation %llu, %zu routes, %zu clusters)",
                 (unsigned long long)snap->generation, snap->cfg->nroutes, snap->cfg->nclusters);
         mg_snapshot_unref(snap);
@@ -358,10 +431,13 @@ static int cmd_run(void)
         registry_stop();
         return 1;
     }
+    dns_start(first);
     mg_snapshot_t *snap = NULL;
     rc = build(first, &snap, err, sizeof err);
     if (rc) {
         fprintf(stderr, "%s\n", err[0] ? err : mg_strerror(rc));
+        dns_stop();
+        uv_run(G.loop, UV_RUN_NOWAIT);
         registry_stop();
         return 1;
     }
@@ -370,6 +446,8 @@ static int cmd_run(void)
     if (rc) {
         fprintf(stderr, "meshgate: %s\n", err[0] ? err : mg_strerror(rc));
         mg_snapshot_unref(snap);
+        dns_stop();
+        uv_run(G.loop, UV_RUN_NOWAIT);
         registry_stop();
         return 1;
     }
@@ -384,7 +462,11 @@ static int cmd_run(void)
         } else if (G.reg) {
             mg_admin_set_discovery(G.admin, G.reg, G.consul);
         }
+        if (G.admin)
+            mg_admin_set_dns(G.admin, G.dns);
     }
+    uv_timer_init(G.loop, &G.rebuild);
+    G.rebuild_ready = true;
     registry_timers_start();
     uv_timer_init(G.loop, &G.tick);
     uv_timer_start(&G.tick, on_tick, 100, 100);

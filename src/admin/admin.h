@@ -4,7 +4,8 @@
  *   GET /health    {"status":"ok", ...}
  *   GET /routes    the routes of the current snapshot
  *   GET /clusters  clusters, endpoints and their pool counts
- *   GET /registry  the service registry's instances and checks
+ *   GET /registry  the service registry's instances and checks (+ "dns" sets)
+ *   GET /dns       the DNS discovery entries and their resolved addresses
  *   /v1/...        the Consul-compatible registry API (discovery/consul_api.h),
  *                  once mg_admin_set_discovery() was called; request bodies
  *                  up to 1 MiB (Content-Length; chunked gets 411); blocking
@@ -28,6 +29,11 @@ struct mg_consul_api;
  * outlive the admin's connections, i.e. be freed after the loop ended).
  * Adds a registry listener that wakes parked blocking queries. */
 void mg_admin_set_discovery(mg_admin_t *a, struct mg_registry *reg, struct mg_consul_api *api);
+
+struct mg_dnssrc;
+/* Mount the DNS discovery views (/dns, "dns" in /stats and /registry);
+ * borrowed, NULL unmounts. */
+void mg_admin_set_dns(mg_admin_t *a, struct mg_dnssrc *dns);
 
 /* Close the listener and every admin connection; frees itself once closed. */
 void mg_admin_stop(mg_admin_t *a);

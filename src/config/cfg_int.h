@@ -44,6 +44,13 @@ int mg_cfg_redis(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v, 
 int mg_scg_data_redis(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v, void *obj);
 int mg_scg_redis(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v, void *obj);
 
+/* dns_cfg.c: a cluster's dns: list, discovery.dns, defaults and frees. */
+int mg_cfg_cluster_dns(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v, void *obj);
+int mg_cfg_discovery_dns(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v, void *obj);
+void mg_cfg_dns_defaults(mg_config_t *cfg);
+void mg_cfg_dns_free(mg_dns_cfg_t *d, size_t n);
+void mg_cfg_discovery_dns_free(mg_config_t *cfg);
+
 /* scg.c: if root is a Kubernetes ConfigMap, parse the YAML files of its
  * data (positions into the outer file, whose raw text is data[0..len)) and
  * return their merge in *out; otherwise *out = root. */

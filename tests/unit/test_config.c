@@ -381,7 +381,7 @@ static const err_case_t err_cases[] = {
     { "missing to", "routes:\n  - path: /x\n",
       "x.yaml:2:5: route needs a destination: 'to: CLUSTER' or 'uri: lb://SERVICE' / 'uri: http://host:port'" },
     { "missing endpoints", "clusters:\n  a:\n    lb: random\n",
-      "x.yaml:3:5: missing required key 'endpoints' in cluster" },
+      "x.yaml:3:5: missing required key 'endpoints' in cluster (or 'dns')" },
     { "empty endpoints", "clusters:\n  a:\n    endpoints: []\n", "x.yaml:3:16: endpoints: needs at least one address" },
     { "bad path pattern", "clusters:\n  a: {endpoints: [1.1.1.1:80]}\nroutes:\n  - path: /a/**/b\n    to: a\n",
       "x.yaml:4:11: bad path pattern: '**' is only allowed as the last segment" },
