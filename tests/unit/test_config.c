@@ -329,7 +329,7 @@ static const err_case_t err_cases[] = {
       "x.yaml:2:3: unknown key 'max_bodyy' in limits (expected one of: max_request_line, max_header_bytes, "
       "max_headers, max_body, max_connections, rate_limit_keys)" },
     { "unknown key in cluster", "clusters:\n  c:\n    endpoint: [1.1.1.1:80]\n",
-      "x.yaml:3:5: unknown key 'endpoint' in cluster (expected one of: endpoints, lb, connect_timeout, "
+      "x.yaml:3:5: unknown key 'endpoint' in cluster (expected one of: endpoints, dns, lb, connect_timeout, "
       "response_timeout, max_idle, idle_timeout, connection_pool, outlier_detection, circuit_breaker, retry_budget, "
       "health_check)" },
     { "wrong type: map expected", "limits: [1, 2]\n", "x.yaml:1:9: limits: expected a map, got a sequence" },
