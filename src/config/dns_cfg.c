@@ -152,6 +152,9 @@ static int h_resolvers(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_
             snprintf(tmp, sizeof tmp, strchr(s, ':') ? "[%s]:53" : "%s:53", s);
             t.str = tmp;
             t.len = strlen(tmp);
+        } else if (!strchr(s, ':')) {
+            rc = mg_cfg_error(ctx, item, "%s: '%.80s' is not an IP address", k->name, s);
+            break;
         }
         if ((rc = mg_cfg_parse_addr(ctx, k->name, &t, "127.0.0.1", &a[i]))) break;
         a[i].pos = mg_pos_of(item);
