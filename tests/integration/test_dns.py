@@ -26,10 +26,24 @@ from fakedns import FakeDNS
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
+    def setup(self):
+        super().setup()
+        with self.server.lock:
+            self.server.open += 1
+
+    def finish(self):
+        try:
+            super().finish()
+        finally:
+            with self.server.lock:
+                self.server.open -= 1
+
     def do_GET(self):
         srv = self.server
         with srv.lock:
             srv.hits += 1
+        if "slow" in self.path:
+            time.sleep(1.5)
         body = srv.name.encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -48,6 +62,7 @@ class NamedUpstream:
         self.srv.daemon_threads = True
         self.srv.lock = threading.Lock()
         self.srv.hits = 0
+        self.srv.open = 0  # open client connections
         self.host = host
         self.port = self.srv.server_address[1]
         self.name = self.srv.name = name or f"{host}:{self.port}"
@@ -59,6 +74,11 @@ class NamedUpstream:
     def hits(self):
         with self.srv.lock:
             return self.srv.hits
+
+    @property
+    def open_conns(self):
+        with self.srv.lock:
+            return self.srv.open
 
     def close(self):
         self.srv.shutdown()
@@ -170,6 +190,29 @@ def test_answer_change_followed_within_ttl(mg, dns, ups, tmp_path):
     assert time.monotonic() - t0 < 3.0
     assert dns_view(m)["stats"]["changes"] >= 2
     assert [e["address"] for e in cluster_view(m, "api")["endpoints"]] == [b.name]
+
+
+def test_change_keeps_inflight_and_closes_idle_pooled(mg, dns, ups, tmp_path):
+    a, b = ups.pair()
+    dns.set("api.test", A=["127.0.0.1"], ttl=1)
+    m = start(mg, dns, tmp_path, {"api": {"dns": [{"name": "api.test", "port": a.port, "family": "v4"}]}},
+              workers=1)
+    assert set(bodies(m, "/api/x", 3)) == {a.name}
+    assert a.open_conns >= 1  # a pooled keep-alive connection to a
+    dns.set("api.test", A=["127.0.0.2"], ttl=1)
+    assert wait_until(lambda: set(bodies(m, "/api/x", 2)) == {b.name}, timeout=3.0), m.stderr_tail()
+    # the idle pooled connection to the removed address is closed at the swap
+    assert wait_until(lambda: a.open_conns == 0, timeout=3.0), a.open_conns
+    # a request in flight when its endpoint goes away finishes normally
+    slow = {}
+    t = threading.Thread(target=lambda: slow.setdefault("r", get(m, "/api/slow")))
+    hits = b.hits
+    t.start()
+    assert wait_until(lambda: b.hits > hits, timeout=3.0)
+    dns.set("api.test", A=["127.0.0.1"], ttl=1)
+    assert wait_until(lambda: set(bodies(m, "/api/x", 2)) == {a.name}, timeout=3.0), m.stderr_tail()
+    t.join(10)
+    assert slow["r"].status == 200 and slow["r"].body.decode() == b.name
 
 
 def test_srv_targets_and_ports(mg, dns, ups, tmp_path):
