@@ -81,8 +81,8 @@ struct entry {
     bool ask4, ask6, rfail, srv_empty, rlast_fail;
     res_t r4, r6;
     alist_t n4, n6;
-    uint32_t rttl;
-    bool rttl_set;
+    uint32_t rttl, nttl; /* smallest positive / negative TTL of the round */
+    bool rttl_set, nttl_set;
     target_t *targets;
     size_t ntargets;
 };
@@ -745,7 +745,8 @@ static void round_finish(entry_t *e)
         e->resolved = true;
         if (e->refresh_ms) delay = e->refresh_ms;
         else if (e->from_hosts) delay = d->max_refresh_ms < HOSTS_REFRESH_MS ? d->max_refresh_ms : HOSTS_REFRESH_MS;
-        else delay = clamp_ms(d, e->rttl_set ? (uint64_t)e->rttl * 1000 : 0);
+        else if (e->rttl_set) delay = clamp_ms(d, (uint64_t)e->rttl * 1000);
+        else delay = clamp_ms(d, e->nttl_set ? (uint64_t)e->nttl * 1000 : 0);
     }
     if (changed || was_first) d->dirty = true;
     if (changed) {
@@ -765,11 +766,16 @@ static void add_answer(entry_t *e, alist_t *l, const mg_dns_answer_t *ans, uint1
     }
 }
 
+/* A negative answer's TTL matters only when the round found no record
+ * (an IPv4-only name's NODATA for AAAA must not shorten the A TTL). */
 static void note_ttl(entry_t *e, const mg_dns_answer_t *ans)
 {
     if (!ans || !ans->has_ttl) return;
-    if (!e->rttl_set || ans->ttl < e->rttl) e->rttl = ans->ttl;
-    e->rttl_set = true;
+    bool neg = ans->status != MG_DNS_OK;
+    uint32_t *t = neg ? &e->nttl : &e->rttl;
+    bool *set = neg ? &e->nttl_set : &e->rttl_set;
+    if (!*set || ans->ttl < *t) *t = ans->ttl;
+    *set = true;
 }
 
 /* SRV answer: the best priority's targets; glue or hosts file where we
@@ -864,8 +870,8 @@ static void entry_round(entry_t *e)
     e->running = true;
     e->rfail = e->srv_empty = e->from_hosts = e->rlast_fail = false;
     e->r4 = e->r6 = RES_NONE;
-    e->rttl = 0;
-    e->rttl_set = false;
+    e->rttl = e->nttl = 0;
+    e->rttl_set = e->nttl_set = false;
     e->ask4 = e->family != MG_DNS_FAMILY_V6;
     e->ask6 = e->family != MG_DNS_FAMILY_V4;
     e->outstanding = 1; /* held while submitting */

@@ -184,10 +184,8 @@ def test_answer_change_followed_within_ttl(mg, dns, ups, tmp_path):
     m = start(mg, dns, tmp_path, {"api": {"dns": [{"name": "api.test", "port": a.port, "family": "v4"}]}})
     assert set(bodies(m, "/api/x", 4)) == {a.name}
     dns.set("api.test", A=["127.0.0.2"], ttl=1)
-    t0 = time.monotonic()
     # TTL 1 s + 1 s for the rebuild to reach the workers (+1 s slack for a loaded machine)
     assert wait_until(lambda: set(bodies(m, "/api/x", 3)) == {b.name}, timeout=3.0), m.stderr_tail()
-    assert time.monotonic() - t0 < 3.0
     assert dns_view(m)["stats"]["changes"] >= 2
     assert [e["address"] for e in cluster_view(m, "api")["endpoints"]] == [b.name]
 
@@ -200,9 +198,13 @@ def test_change_keeps_inflight_and_closes_idle_pooled(mg, dns, ups, tmp_path):
     assert set(bodies(m, "/api/x", 3)) == {a.name}
     assert a.open_conns >= 1  # a pooled keep-alive connection to a
     dns.set("api.test", A=["127.0.0.2"], ttl=1)
-    assert wait_until(lambda: set(bodies(m, "/api/x", 2)) == {b.name}, timeout=3.0), m.stderr_tail()
+    # no traffic during the swap: a connection busy at that moment would be
+    # pooled afterwards and only idle out (see docs/discovery-dns.md)
+    addrs = lambda: [e["address"] for e in cluster_view(m, "api")["endpoints"]]
+    assert wait_until(lambda: addrs() == [b.name], timeout=3.0), m.stderr_tail()
     # the idle pooled connection to the removed address is closed at the swap
     assert wait_until(lambda: a.open_conns == 0, timeout=3.0), a.open_conns
+    assert set(bodies(m, "/api/x", 2)) == {b.name}
     # a request in flight when its endpoint goes away finishes normally
     slow = {}
     t = threading.Thread(target=lambda: slow.setdefault("r", get(m, "/api/slow")))
