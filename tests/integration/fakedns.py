@@ -8,6 +8,7 @@
     dns.set("gone.test", rcode=3)          # NXDOMAIN
     dns.set("broken.test", rcode=2)        # SERVFAIL
     dns.set("big.test", A=[...], truncate=True)  # TC over UDP, full answer over TCP
+    dns.set("x.test", A=[...], spoof=True) # a wrong-ID copy first, then the answer
     dns.silent = True                      # drop every query
     dns.close()
 
@@ -86,11 +87,11 @@ class FakeDNS:
 
     # -- table -------------------------------------------------------------
     def set(self, name, A=None, AAAA=None, SRV=None, CNAME=None, ttl=30, rcode=0, glue=False,
-            truncate=False, silent=False):
+            truncate=False, silent=False, spoof=False):
         with self.lock:
             self.table[name.lower().rstrip(".")] = dict(A=A or [], AAAA=AAAA or [], SRV=SRV or [],
                                                         CNAME=CNAME, ttl=ttl, rcode=rcode, glue=glue,
-                                                        truncate=truncate, silent=silent)
+                                                        truncate=truncate, silent=silent, spoof=spoof)
 
     def remove(self, name):
         with self.lock:
@@ -179,6 +180,11 @@ class FakeDNS:
                 continue
             if out is not None:
                 try:
+                    with self.lock:
+                        name = _read_name(msg, 12)[0].lower()
+                        spoof = self.table.get(name, {}).get("spoof")
+                    if spoof:  # same question, wrong ID: must be ignored
+                        self.udp.sendto(struct.pack("!H", (struct.unpack("!H", out[:2])[0] ^ 0x5555)) + out[2:], peer)
                     self.udp.sendto(out, peer)
                 except OSError:
                     pass

@@ -54,18 +54,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class _Server6(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
 class NamedUpstream:
     """An HTTP/1.1 upstream on host:port answering its name."""
 
     def __init__(self, host, port=0, name=None):
-        self.srv = http.server.ThreadingHTTPServer((host, port), _Handler)
+        cls = _Server6 if ":" in host else http.server.ThreadingHTTPServer
+        self.srv = cls((host, port), _Handler)
         self.srv.daemon_threads = True
         self.srv.lock = threading.Lock()
         self.srv.hits = 0
         self.srv.open = 0  # open client connections
         self.host = host
         self.port = self.srv.server_address[1]
-        self.name = self.srv.name = name or f"{host}:{self.port}"
+        self.name = self.srv.name = name or (f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}")
         self.thread = threading.Thread(target=self.srv.serve_forever, kwargs={"poll_interval": 0.05},
                                        daemon=True)
         self.thread.start()
@@ -291,6 +296,27 @@ def test_truncated_answer_is_asked_again_over_tcp(mg, dns, ups, tmp_path):
         transports = {t for n, q, t in dns.queries if n == "big.test"}
     assert transports == {"udp", "tcp"}
     assert dns_view(m)["stats"]["truncated"] >= 1
+
+
+def test_aaaa_records(mg, dns, ups, tmp_path):
+    try:
+        u = ups("::1")
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    dns.set("v6.test", A=["127.0.0.9"], AAAA=["::1"], ttl=30)
+    m = start(mg, dns, tmp_path, {"v6": {"dns": [{"name": "v6.test", "port": u.port, "family": "v6"}]}})
+    assert bodies(m, "/v6/x", 2) == [u.name, u.name]
+    assert [e["address"] for e in cluster_view(m, "v6")["endpoints"]] == [f"[::1]:{u.port}"]
+    assert dns.count("v6.test", "A") == 0  # family v6 asks AAAA only
+
+
+def test_wrong_id_answers_are_ignored(mg, dns, ups, tmp_path):
+    a = ups("127.0.0.1")
+    dns.set("spoofed.test", A=["127.0.0.1"], ttl=30, spoof=True)
+    m = start(mg, dns, tmp_path, {"sp": {"dns": [{"name": "spoofed.test", "port": a.port, "family": "v4"}]}})
+    assert bodies(m, "/sp/x", 2) == [a.name, a.name]
+    st = dns_view(m)["stats"]
+    assert st["mismatched"] >= 1 and st["answers"] >= 1 and st["malformed"] == 0
 
 
 def test_cname_chain_is_followed(mg, dns, ups, tmp_path):
