@@ -185,8 +185,7 @@ static void worker_adopt(mg_worker_t *w)
     /* Endpoints gone from every cluster (a deregistered instance, a
      * removed static endpoint): close their idle pooled connections.
      * Connections carrying a request are untouched (in-flight requests
-     * finish on the old snapshot); if pooled afterwards they idle out, or
-     * go at the next adoption. */
+     * finish on the old snapshot) and closed when released (pool.unused). */
     if (old && w->npools) {
         uint8_t *used = calloc(w->npools, 1);
         if (used) {
@@ -196,9 +195,11 @@ static void worker_adopt(mg_worker_t *w)
                     if (idx < w->npools)
                         used[idx] = 1;
                 }
-            for (uint32_t i = 0; i < w->npools; i++)
+            for (uint32_t i = 0; i < w->npools; i++) {
+                w->pools[i].unused = !used[i];
                 while (!used[i] && w->pools[i].idle)
                     mg_upconn_close(w->pools[i].idle);
+            }
             free(used);
         }
     }

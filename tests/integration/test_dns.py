@@ -203,8 +203,6 @@ def test_change_keeps_inflight_and_closes_idle_pooled(mg, dns, ups, tmp_path):
     assert set(bodies(m, "/api/x", 3)) == {a.name}
     assert a.open_conns >= 1  # a pooled keep-alive connection to a
     dns.set("api.test", A=["127.0.0.2"], ttl=1)
-    # no traffic during the swap: a connection busy at that moment would be
-    # pooled afterwards and only idle out (see docs/discovery-dns.md)
     addrs = lambda: [e["address"] for e in cluster_view(m, "api")["endpoints"]]
     assert wait_until(lambda: addrs() == [b.name], timeout=3.0), m.stderr_tail()
     # the idle pooled connection to the removed address is closed at the swap
@@ -220,6 +218,8 @@ def test_change_keeps_inflight_and_closes_idle_pooled(mg, dns, ups, tmp_path):
     assert wait_until(lambda: set(bodies(m, "/api/x", 2)) == {a.name}, timeout=3.0), m.stderr_tail()
     t.join(10)
     assert slow["r"].status == 200 and slow["r"].body.decode() == b.name
+    # ... and its connection, released after the swap, is closed, not pooled
+    assert wait_until(lambda: b.open_conns == 0, timeout=3.0), b.open_conns
 
 
 def test_srv_targets_and_ports(mg, dns, ups, tmp_path):
