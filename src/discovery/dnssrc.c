@@ -1,11 +1,8 @@
 /* dnssrc: DNS discovery on the control loop (see dnssrc.h).
  *
  * Three layers:
- *   - a query (dq_t): one question, tried up to attempts x resolvers times;
- *     each try has its own transport (xp_t: a connected UDP socket, or TCP
- *     after a truncated answer), a fresh random ID and the per-try timeout.
- *     At most MAX_INFLIGHT queries run at once; the rest wait in a bounded
- *     FIFO (refusals counted).
+ *   - queries: dnsclient.c (tries, resolvers, timeouts, TCP fallback,
+ *     the bounded in-flight set and wait queue).
  *   - an entry: one dns: item of one cluster. A round asks A and/or AAAA
  *     (or SRV, then the targets' A/AAAA that the additional section did
  *     not carry), then publishes the new set and arms the next refresh.
@@ -19,24 +16,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
-#include <time.h>
 
 #include "core/arena.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "discovery/dns.h"
+#include "discovery/dnsclient.h"
 
-#define MAX_SERVERS 8
-#define MAX_INFLIGHT 64       /* queries on the wire at once */
-#define MAX_QUEUED 4096       /* queries waiting for a slot */
 #define MAX_ADDRS 256         /* addresses kept per entry and family */
 #define MAX_SRV_TARGETS 32    /* targets of the best SRV priority resolved per round */
 #define HOSTS_REFRESH_MS 30000
 #define HOSTS_MAX_BYTES (1u << 20)
 #define MAX_BACKOFF_MS 60000
 
-typedef enum { RES_NONE = 0, RES_OK, RES_EMPTY, RES_FAIL } res_t;
+typedef enum { RES_NONE = 0, RES_OK = MG_DNSQ_OK, RES_EMPTY = MG_DNSQ_EMPTY, RES_FAIL = MG_DNSQ_FAIL } res_t;
 typedef enum { Q_A4, Q_A6, Q_SRV, Q_T4, Q_T6 } qkind_t;
 
 typedef struct {
@@ -52,7 +45,6 @@ typedef struct {
 } alist_t;
 
 typedef struct entry entry_t;
-typedef struct dq dq_t;
 
 typedef struct {
     char name[MG_DNS_MAX_NAME + 1];
@@ -87,74 +79,24 @@ struct entry {
     size_t ntargets;
 };
 
-typedef struct xp {
-    union {
-        uv_handle_t h;
-        uv_udp_t udp;
-        uv_tcp_t tcp;
-    } u;
-    bool tcp;
-    dq_t *q; /* NULL once detached */
-    mg_dnssrc_t *d;
-    uv_connect_t conn;
-    uv_write_t wr;
-    uint8_t *buf; /* TCP: 2-byte length + message */
-    size_t blen;
-    uint8_t out[2 + 512];
-    size_t outlen;
-} xp_t;
-
-struct dq {
-    mg_dnssrc_t *d;
-    entry_t *e; /* NULL once the entry is gone: the result is dropped */
-    qkind_t kind;
-    size_t tidx; /* Q_T4/Q_T6: index into e->targets */
-    char name[MG_DNS_MAX_NAME + 1];
-    uint16_t qtype, id;
-    unsigned try_, ntries, server;
-    bool started, queued_fail, done;
-    uv_timer_t timer;
-    xp_t *xp;
-    const char *last;
-    dq_t *prev, *next; /* the inflight list or the wait queue */
-};
-
 struct mg_dnssrc {
     uv_loop_t *loop;
     mg_dnssrc_change_fn on_change;
     void *ud;
     entry_t *entries;
     size_t nentries;
-    struct sockaddr_storage servers[MAX_SERVERS];
-    size_t nservers;
-    uint32_t timeout_ms, attempts, min_refresh_ms, max_refresh_ms;
+    mg_dnsc_t *client;
+    uint32_t min_refresh_ms, max_refresh_ms;
     char *hosts_file; /* NULL = none */
-    dq_t *inflight;
-    size_t ninflight;
-    dq_t *qhead, *qtail;
-    size_t nqueued;
     mg_dnssrc_stats_t st;
     mg_dns_snapshot_t *snap;
     bool dirty;
     bool stopping;
-    int nopen;
-    mg_dns_answer_t ans;     /* parse scratch (one thread) */
-    uint8_t rbuf[65536];     /* UDP receive scratch */
+    int nopen;            /* entry timers not closed yet */
+    bool client_closed;
 };
 
 /* ---- small helpers ---- */
-
-static uint16_t rand16(void)
-{
-    uint16_t x;
-    if (getrandom(&x, sizeof x, GRND_NONBLOCK) == (ssize_t)sizeof x) return x;
-    static uint32_t s;
-    if (!s) s = (uint32_t)time(NULL) ^ 0x9e3779b9u;
-    s ^= s << 13;
-    s ^= s >> 17;
-    s ^= s << 5;
-    return (uint16_t)s;
-}
 
 static void alist_free(alist_t *l)
 {
@@ -249,17 +191,6 @@ static void fmt_addr(const struct sockaddr_storage *ss, char *out, size_t n)
     }
 }
 
-static bool same_server(const struct sockaddr_storage *a, const struct sockaddr *b)
-{
-    if (!b || a->ss_family != b->sa_family) return false;
-    if (a->ss_family == AF_INET) {
-        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
-        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
-    }
-    const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
-    return x->sin6_port == y->sin6_port && memcmp(&x->sin6_addr, &y->sin6_addr, 16) == 0;
-}
-
 static uint32_t clamp_ms(const mg_dnssrc_t *d, uint64_t ms)
 {
     if (ms < d->min_refresh_ms) ms = d->min_refresh_ms;
@@ -301,389 +232,24 @@ static size_t hosts_lookup(mg_dnssrc_t *d, const char *name, bool want4, bool wa
     return found;
 }
 
-/* ---- queries ---- */
-
-static void dq_try(dq_t *q);
-static void dq_complete(dq_t *q, res_t res, const mg_dns_answer_t *ans);
-static void entry_query_done(entry_t *e, dq_t *q, res_t res, const mg_dns_answer_t *ans);
+static void entry_query_done(entry_t *e, qkind_t kind, size_t tidx, res_t res, const mg_dns_answer_t *ans,
+                             const char *last);
 static void maybe_free(mg_dnssrc_t *d);
 
-static void list_unlink(dq_t **head, dq_t *q)
+static void on_query(void *ud, uintptr_t tag, mg_dnsq_res_t res, const mg_dns_answer_t *ans, const char *last)
 {
-    if (q->prev) q->prev->next = q->next;
-    else *head = q->next;
-    if (q->next) q->next->prev = q->prev;
-    q->prev = q->next = NULL;
+    entry_query_done(ud, (qkind_t)(tag & 0xff), (size_t)(tag >> 8), (res_t)res, ans, last);
 }
 
-static void xp_closed(uv_handle_t *h)
-{
-    xp_t *x = h->data;
-    mg_dnssrc_t *d = x->d;
-    free(x->buf);
-    free(x);
-    d->nopen--;
-    maybe_free(d);
-}
-
-static void xp_close(dq_t *q)
-{
-    xp_t *x = q->xp;
-    if (!x) return;
-    q->xp = NULL;
-    x->q = NULL;
-    uv_close(&x->u.h, xp_closed);
-}
-
-static void dq_closed(uv_handle_t *h)
-{
-    dq_t *q = h->data;
-    mg_dnssrc_t *d = q->d;
-    free(q);
-    d->nopen--;
-    maybe_free(d);
-}
-
-static void dq_start(dq_t *q);
-
-/* Ends a query: its handles close, the next waiting query starts. */
-static void dq_finish(dq_t *q)
-{
-    mg_dnssrc_t *d = q->d;
-    if (q->done) return;
-    q->done = true;
-    xp_close(q);
-    uv_timer_stop(&q->timer);
-    if (q->started) {
-        list_unlink(&d->inflight, q);
-        d->ninflight--;
-    } else {
-        dq_t *p = q->prev;
-        if (d->qtail == q) d->qtail = p;
-        list_unlink(&d->qhead, q);
-        d->nqueued--;
-    }
-    uv_close((uv_handle_t *)&q->timer, dq_closed);
-    while (!d->stopping && d->qhead && d->ninflight < MAX_INFLIGHT) {
-        dq_t *n = d->qhead;
-        if (d->qtail == n) d->qtail = NULL;
-        list_unlink(&d->qhead, n);
-        d->nqueued--;
-        dq_start(n);
-    }
-}
-
-static void dq_complete(dq_t *q, res_t res, const mg_dns_answer_t *ans)
-{
-    entry_t *e = q->e;
-    q->e = NULL;
-    if (e) entry_query_done(e, q, res, ans);
-    dq_finish(q);
-}
-
-static void next_try(dq_t *q)
-{
-    xp_close(q);
-    uv_timer_stop(&q->timer);
-    dq_try(q);
-}
-
-static void on_timeout(uv_timer_t *t)
-{
-    dq_t *q = t->data;
-    if (q->queued_fail) {
-        q->last = "queue full";
-        dq_complete(q, RES_FAIL, NULL);
-        return;
-    }
-    q->d->st.timeouts++;
-    q->last = "timeout";
-    next_try(q);
-}
-
-static void handle_response(dq_t *q, const uint8_t *msg, size_t len, bool tcp);
-
-static void udp_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
-{
-    xp_t *x = h->data;
-    *buf = uv_buf_init((char *)x->d->rbuf, sizeof x->d->rbuf);
-}
-
-static void on_udp_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const struct sockaddr *from,
-                        unsigned flags)
-{
-    xp_t *x = h->data;
-    dq_t *q = x->q;
-    if (!q || (nread == 0 && !from)) return;
-    if (nread < 0) { /* e.g. ECONNREFUSED from an ICMP port unreachable */
-        q->d->st.malformed++;
-        q->last = "socket error";
-        next_try(q);
-        return;
-    }
-    /* the socket is connected, so the kernel already filters; check anyway */
-    if (from && !same_server(&q->d->servers[q->server], from)) {
-        q->d->st.mismatched++;
-        return;
-    }
-    if (flags & UV_UDP_PARTIAL) {
-        q->d->st.malformed++;
-        q->last = "malformed";
-        next_try(q);
-        return;
-    }
-    handle_response(q, (const uint8_t *)buf->base, (size_t)nread, false);
-}
-
-static void tcp_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
-{
-    xp_t *x = h->data;
-    size_t cap = 2 + MG_DNS_MAX_MSG;
-    *buf = uv_buf_init((char *)x->buf + x->blen, (unsigned)(cap - x->blen));
-}
-
-static void on_tcp_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
-{
-    xp_t *x = s->data;
-    dq_t *q = x->q;
-    if (!q) return;
-    if (nread < 0) {
-        q->d->st.malformed++;
-        q->last = "tcp closed";
-        next_try(q);
-        return;
-    }
-    x->blen += (size_t)nread;
-    if (x->blen < 2) return;
-    size_t need = (size_t)x->buf[0] << 8 | x->buf[1];
-    if (x->blen < 2 + need) return;
-    handle_response(q, x->buf + 2, need, true);
-}
-
-static void on_tcp_write(uv_write_t *w, int status)
-{
-    xp_t *x = w->data;
-    dq_t *q = x->q;
-    if (!q || status == 0) return;
-    q->d->st.malformed++;
-    q->last = "tcp write error";
-    next_try(q);
-}
-
-static void on_tcp_connect(uv_connect_t *c, int status)
-{
-    xp_t *x = c->data;
-    dq_t *q = x->q;
-    if (!q) return;
-    if (status < 0) {
-        q->d->st.malformed++;
-        q->last = "tcp connect error";
-        next_try(q);
-        return;
-    }
-    uv_buf_t b = uv_buf_init((char *)x->out, (unsigned)x->outlen);
-    x->wr.data = x;
-    int rc = uv_write(&x->wr, (uv_stream_t *)&x->u.tcp, &b, 1, on_tcp_write);
-    if (rc == 0) rc = uv_read_start((uv_stream_t *)&x->u.tcp, tcp_alloc, on_tcp_read);
-    if (rc) {
-        q->last = "tcp error";
-        next_try(q);
-    }
-}
-
-static xp_t *xp_new(dq_t *q, bool tcp)
-{
-    xp_t *x = calloc(1, sizeof *x);
-    if (!x) return NULL;
-    x->q = q;
-    x->d = q->d;
-    x->tcp = tcp;
-    int rc = tcp ? uv_tcp_init(q->d->loop, &x->u.tcp) : uv_udp_init(q->d->loop, &x->u.udp);
-    if (rc) {
-        free(x);
-        return NULL;
-    }
-    x->u.h.data = x;
-    x->conn.data = x;
-    q->d->nopen++;
-    q->xp = x;
-    return x;
-}
-
-/* Ask again over TCP, same server, same try (the answer was truncated). */
-static void tcp_retry(dq_t *q)
-{
-    mg_dnssrc_t *d = q->d;
-    xp_close(q);
-    uv_timer_stop(&q->timer);
-    xp_t *x = xp_new(q, true);
-    if (!x) {
-        q->last = "out of memory";
-        dq_try(q);
-        return;
-    }
-    q->id = rand16();
-    int n = mg_dns_query(x->out + 2, sizeof x->out - 2, q->id, q->name, q->qtype);
-    if (n < 0 || !(x->buf = malloc(2 + MG_DNS_MAX_MSG))) {
-        q->last = "bad name";
-        dq_try(q);
-        return;
-    }
-    x->out[0] = (uint8_t)(n >> 8);
-    x->out[1] = (uint8_t)n;
-    x->outlen = 2 + (size_t)n;
-    d->st.queries++;
-    int rc = uv_tcp_connect(&x->conn, &x->u.tcp, (const struct sockaddr *)&d->servers[q->server], on_tcp_connect);
-    if (rc) {
-        q->last = "tcp connect error";
-        dq_try(q);
-        return;
-    }
-    uv_timer_start(&q->timer, on_timeout, d->timeout_ms, 0);
-}
-
-static void handle_response(dq_t *q, const uint8_t *msg, size_t len, bool tcp)
-{
-    mg_dnssrc_t *d = q->d;
-    bool mismatch = false;
-    if (mg_dns_parse(msg, len, q->id, q->name, q->qtype, &d->ans, &mismatch) != 0) {
-        if (mismatch && !tcp) { /* someone else's packet: keep waiting for ours */
-            d->st.mismatched++;
-            return;
-        }
-        d->st.malformed++;
-        q->last = "malformed";
-        next_try(q);
-        return;
-    }
-    d->st.answers++;
-    switch (d->ans.status) {
-    case MG_DNS_TRUNCATED:
-        d->st.truncated++;
-        if (tcp) {
-            q->last = "truncated over tcp";
-            next_try(q);
-        } else {
-            tcp_retry(q);
-        }
-        return;
-    case MG_DNS_SERVFAIL:
-    case MG_DNS_REFUSED:
-        d->st.servfail++;
-        q->last = mg_dns_status_name(d->ans.status);
-        next_try(q);
-        return;
-    case MG_DNS_NXDOMAIN:
-        d->st.nxdomain++;
-        q->last = "nxdomain";
-        dq_complete(q, RES_EMPTY, &d->ans);
-        return;
-    case MG_DNS_NODATA:
-        d->st.nodata++;
-        q->last = "nodata";
-        dq_complete(q, RES_EMPTY, &d->ans);
-        return;
-    case MG_DNS_OK:
-        q->last = "ok";
-        dq_complete(q, RES_OK, &d->ans);
-        return;
-    }
-}
-
-/* The next try: the next resolver, a new socket, a new ID. */
-static void dq_try(dq_t *q)
-{
-    mg_dnssrc_t *d = q->d;
-    while (q->try_ < q->ntries) {
-        q->server = q->try_ % (unsigned)d->nservers;
-        q->try_++;
-        xp_t *x = xp_new(q, false);
-        if (!x) {
-            q->last = "out of memory";
-            continue;
-        }
-        q->id = rand16();
-        int n = mg_dns_query(x->out, sizeof x->out, q->id, q->name, q->qtype);
-        if (n < 0) {
-            q->last = "bad name";
-            xp_close(q);
-            break;
-        }
-        const struct sockaddr *sa = (const struct sockaddr *)&d->servers[q->server];
-        uv_buf_t b = uv_buf_init((char *)x->out, (unsigned)n);
-        int rc = uv_udp_connect(&x->u.udp, sa);
-        if (rc == 0) rc = uv_udp_recv_start(&x->u.udp, udp_alloc, on_udp_recv);
-        if (rc == 0) rc = uv_udp_try_send(&x->u.udp, &b, 1, NULL);
-        d->st.queries++;
-        if (rc < 0) {
-            d->st.malformed++;
-            q->last = "send error";
-            xp_close(q);
-            continue;
-        }
-        uv_timer_start(&q->timer, on_timeout, d->timeout_ms, 0);
-        return;
-    }
-    dq_complete(q, RES_FAIL, NULL);
-}
-
-static void dq_start(dq_t *q)
-{
-    mg_dnssrc_t *d = q->d;
-    q->started = true;
-    q->prev = NULL;
-    q->next = d->inflight;
-    if (d->inflight) d->inflight->prev = q;
-    d->inflight = q;
-    d->ninflight++;
-    dq_try(q);
-}
-
-/* New query for e; runs now, waits, or (queue full) fails on the next loop turn. */
+/* One query of e's round (e->outstanding counted by the caller); a query
+ * that cannot even start is a failure of the round. */
 static void dq_submit(entry_t *e, qkind_t kind, const char *name, size_t tidx)
 {
-    mg_dnssrc_t *d = e->d;
-    dq_t *q = calloc(1, sizeof *q);
-    if (!q) { /* as if the queue were full, but we have nothing to time: fail now-ish */
-        d->st.queue_full++;
-        e->outstanding--;
-        e->rfail = true;
-        return;
-    }
-    q->d = d;
-    q->e = e;
-    q->kind = kind;
-    q->tidx = tidx;
-    snprintf(q->name, sizeof q->name, "%s", name);
-    q->qtype = kind == Q_SRV ? MG_DNS_T_SRV : kind == Q_A4 || kind == Q_T4 ? MG_DNS_T_A : MG_DNS_T_AAAA;
-    q->ntries = d->attempts * (unsigned)d->nservers;
-    q->last = "pending";
-    uv_timer_init(d->loop, &q->timer);
-    q->timer.data = q;
-    d->nopen++;
-    if (d->ninflight < MAX_INFLIGHT) {
-        dq_start(q);
-        return;
-    }
-    /* queued (dq_finish starts it), or refused when the queue is full */
-    if (d->nqueued >= MAX_QUEUED) {
-        d->st.queue_full++;
-        q->queued_fail = true;
-        q->started = true; /* so dq_finish unlinks it from the inflight list */
-        q->prev = NULL;
-        q->next = d->inflight;
-        if (d->inflight) d->inflight->prev = q;
-        d->inflight = q;
-        d->ninflight++;
-        uv_timer_start(&q->timer, on_timeout, 0, 0);
-        return;
-    }
-    q->prev = d->qtail;
-    q->next = NULL;
-    if (d->qtail) d->qtail->next = q;
-    else d->qhead = q;
-    d->qtail = q;
-    d->nqueued++;
+    uint16_t qtype = kind == Q_SRV ? MG_DNS_T_SRV : kind == Q_A4 || kind == Q_T4 ? MG_DNS_T_A : MG_DNS_T_AAAA;
+    int rc = mg_dnsc_submit(e->d->client, name, qtype, on_query, e, (uintptr_t)kind | (uintptr_t)tidx << 8);
+    if (rc != 0)
+        entry_query_done(e, kind, tidx, RES_FAIL, NULL,
+                         rc == MG_ELIMIT ? "queue full" : rc == MG_EPARSE ? "bad name" : "out of memory");
 }
 
 /* ---- entries ---- */
@@ -830,17 +396,18 @@ static void srv_targets(entry_t *e, const mg_dns_answer_t *ans)
     }
 }
 
-static void entry_query_done(entry_t *e, dq_t *q, res_t res, const mg_dns_answer_t *ans)
+static void entry_query_done(entry_t *e, qkind_t kind, size_t tidx, res_t res, const mg_dns_answer_t *ans,
+                             const char *last)
 {
     e->outstanding--;
     if (res != RES_FAIL) note_ttl(e, ans);
     /* what the admin API shows: the first failure of the round, else the last outcome */
-    if (q->last && (res == RES_FAIL || !e->rlast_fail)) e->last = q->last;
+    if (last && (res == RES_FAIL || !e->rlast_fail)) e->last = last;
     if (res == RES_FAIL) e->rlast_fail = true;
-    switch (q->kind) {
+    switch (kind) {
     case Q_A4:
     case Q_A6: {
-        bool v4 = q->kind == Q_A4;
+        bool v4 = kind == Q_A4;
         *(v4 ? &e->r4 : &e->r6) = res;
         if (res == RES_OK) add_answer(e, v4 ? &e->n4 : &e->n6, ans, e->port, NULL);
         break;
@@ -857,8 +424,8 @@ static void entry_query_done(entry_t *e, dq_t *q, res_t res, const mg_dns_answer
     case Q_T4:
     case Q_T6:
         if (res == RES_FAIL) e->rfail = true;
-        else if (res == RES_OK && q->tidx < e->ntargets)
-            add_answer(e, &e->n4, ans, e->targets[q->tidx].port, e->targets[q->tidx].name);
+        else if (res == RES_OK && tidx < e->ntargets)
+            add_answer(e, &e->n4, ans, e->targets[tidx].port, e->targets[tidx].name);
         break;
     }
     if (e->outstanding == 0) round_finish(e);
@@ -916,11 +483,7 @@ static void entry_closed(uv_handle_t *h)
 /* Drop e: its queries' results are ignored from now on. */
 static void entry_drop(entry_t *e)
 {
-    mg_dnssrc_t *d = e->d;
-    for (dq_t *q = d->inflight; q; q = q->next)
-        if (q->e == e) q->e = NULL;
-    for (dq_t *q = d->qhead; q; q = q->next)
-        if (q->e == e) q->e = NULL;
+    mg_dnsc_cancel(e->d->client, e);
     uv_close((uv_handle_t *)&e->timer, entry_closed);
 }
 
@@ -928,7 +491,7 @@ static void entry_drop(entry_t *e)
 
 static void maybe_free(mg_dnssrc_t *d)
 {
-    if (!d->stopping || d->nopen > 0) return;
+    if (!d->stopping || d->nopen > 0 || !d->client_closed) return;
     mg_dns_snapshot_unref(d->snap);
     free(d->hosts_file);
     free(d);
@@ -941,8 +504,10 @@ mg_dnssrc_t *mg_dnssrc_new(uv_loop_t *loop, mg_dnssrc_change_fn on_change, void 
     d->loop = loop;
     d->on_change = on_change;
     d->ud = ud;
-    d->timeout_ms = 1000;
-    d->attempts = 2;
+    if (!(d->client = mg_dnsc_new(loop, &d->st))) {
+        free(d);
+        return NULL;
+    }
     d->min_refresh_ms = 1000;
     d->max_refresh_ms = 300000;
     d->dirty = true;
@@ -996,18 +561,18 @@ static bool entry_matches(const entry_t *e, const char *cluster, const mg_dns_cf
 int mg_dnssrc_configure(mg_dnssrc_t *d, const mg_config_t *cfg)
 {
     const typeof(cfg->discovery.dns) *o = &cfg->discovery.dns;
-    d->timeout_ms = o->timeout_ms;
-    d->attempts = o->attempts;
     d->min_refresh_ms = o->min_refresh_ms;
     d->max_refresh_ms = o->max_refresh_ms;
-    d->nservers = 0;
-    for (size_t i = 0; i < o->nresolvers && d->nservers < MAX_SERVERS; i++)
-        if (set_server(&d->servers[d->nservers], o->resolvers[i].host, o->resolvers[i].port)) d->nservers++;
-    if (!d->nservers) d->nservers = resolv_conf(d->servers, MAX_SERVERS);
-    if (!d->nservers) {
-        set_server(&d->servers[0], "127.0.0.1", 53);
-        d->nservers = 1;
+    struct sockaddr_storage servers[MG_DNSC_MAX_SERVERS];
+    size_t ns = 0;
+    for (size_t i = 0; i < o->nresolvers && ns < MG_DNSC_MAX_SERVERS; i++)
+        if (set_server(&servers[ns], o->resolvers[i].host, o->resolvers[i].port)) ns++;
+    if (!ns) ns = resolv_conf(servers, MG_DNSC_MAX_SERVERS);
+    if (!ns) {
+        set_server(&servers[0], "127.0.0.1", 53);
+        ns = 1;
     }
+    mg_dnsc_configure(d->client, servers, ns, o->timeout_ms, o->attempts);
     const char *hf = o->hosts_file ? o->hosts_file : "/etc/hosts";
     free(d->hosts_file);
     d->hosts_file = strcmp(hf, "off") == 0 ? NULL : strdup(hf);
@@ -1187,7 +752,7 @@ void mg_dnssrc_stats_json(const mg_dnssrc_t *d, mg_buf_t *b)
                 "\"answers\":%llu,\"nxdomain\":%llu,\"nodata\":%llu,\"servfail\":%llu,\"timeouts\":%llu,"
                 "\"malformed\":%llu,\"mismatched\":%llu,\"truncated\":%llu,\"queue_full\":%llu,\"failures\":%llu,"
                 "\"changes\":%llu,\"hosts_hits\":%llu}",
-                d->nentries, stale, unresolved, d->ninflight, d->nqueued, (unsigned long long)s->queries,
+                d->nentries, stale, unresolved, mg_dnsc_inflight(d->client), mg_dnsc_queued(d->client), (unsigned long long)s->queries,
                 (unsigned long long)s->answers, (unsigned long long)s->nxdomain, (unsigned long long)s->nodata,
                 (unsigned long long)s->servfail, (unsigned long long)s->timeouts, (unsigned long long)s->malformed,
                 (unsigned long long)s->mismatched, (unsigned long long)s->truncated,
@@ -1231,23 +796,23 @@ void mg_dnssrc_entries_json(const mg_dnssrc_t *d, mg_buf_t *b)
     mg_buf_add(b, "]", 1);
 }
 
+static void client_closed(void *ud)
+{
+    mg_dnssrc_t *d = ud;
+    d->client_closed = true;
+    maybe_free(d);
+}
+
 void mg_dnssrc_stop(mg_dnssrc_t *d)
 {
     if (!d || d->stopping) return;
     d->stopping = true;
-    while (d->inflight) {
-        d->inflight->e = NULL;
-        dq_finish(d->inflight);
-    }
-    while (d->qhead) {
-        d->qhead->e = NULL;
-        dq_finish(d->qhead);
-    }
     while (d->entries) {
         entry_t *e = d->entries;
         d->entries = e->next;
         uv_close((uv_handle_t *)&e->timer, entry_closed);
     }
     d->nentries = 0;
-    maybe_free(d);
+    /* last: with nothing open this frees d (through client_closed) */
+    mg_dnsc_stop(d->client, client_closed, d);
 }
