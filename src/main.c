@@ -23,6 +23,7 @@
 #include "discovery/checker.h"
 #include "discovery/consul_api.h"
 #include "discovery/redisreg.h"
+#include "discovery/dnssrc.h"
 #include "discovery/registry.h"
 #include "discovery/store.h"
 #include "obs/accesslog.h"
@@ -50,10 +51,12 @@ static struct {
     mg_reg_checker_t *checker; /* runs the registry's HTTP/TCP checks */
     uv_timer_t reg_tick;    /* TTL expiry every 250 ms, store sync every ~1 s */
     unsigned reg_ticks;
-    uv_timer_t rebuild;     /* coalesced snapshot rebuild after registry changes */
+    uv_timer_t rebuild;     /* coalesced snapshot rebuild after registry or DNS changes */
     uint64_t last_rebuild;  /* uv_now of the last rebuild */
     bool reg_timers;
     bool locator;           /* the serving config has the discovery locator on */
+    bool rebuild_ready;     /* G.rebuild initialized (registry or DNS in use) */
+    mg_dnssrc_t *dns;       /* DNS discovery (clusters' dns: entries) */
 } G;
 
 static void usage(FILE *f)
@@ -75,7 +78,8 @@ static void usage(FILE *f)
 }
 
 /* Build a snapshot of cfg (consumed) with the registry's passing instances
- * and, with the discovery locator on, a route per service (locator.h). */
+ * and the DNS-resolved addresses and, with the discovery locator on, a
+ * route per service (locator.h). */
 static int build(mg_config_t *cfg, mg_snapshot_t **out, char *err, size_t errlen)
 {
     mg_disco_snapshot_t *d = G.reg ? mg_registry_snapshot(G.reg, false) : NULL;
@@ -87,11 +91,16 @@ static int build(mg_config_t *cfg, mg_snapshot_t **out, char *err, size_t errlen
         names[i] = d->services[i].name;
     int rc = mg_locator_derive(cfg, names, names ? d->nservices : 0, &cfg, err, errlen);
     free(names);
+    mg_dns_snapshot_t *dn = G.dns ? mg_dnssrc_snapshot(G.dns) : NULL;
+    if (G.dns && !dn)
+        mg_warn("dns snapshot: out of memory; building without DNS addresses");
+    mg_cluster_sources_t src = { .registry = d, .dns = dn };
     if (rc == 0)
-        rc = mg_snapshot_build_disco(cfg, d, out, err, errlen);
+        rc = mg_snapshot_build_src(cfg, &src, out, err, errlen);
     if (rc == 0)
         G.locator = locator; /* a refused reload keeps the running value */
     mg_disco_snapshot_free(d);
+    mg_dns_snapshot_unref(dn);
     return rc;
 }
 
@@ -138,7 +147,16 @@ static void on_rebuild(uv_timer_t *t)
     mg_snapshot_unref(snap);
 }
 
-/* Registry listener: only schedules (at most one rebuild per 100 ms). */
+/* At most one rebuild per 100 ms. */
+static void schedule_rebuild(void)
+{
+    if (G.stopping || !G.rebuild_ready || uv_is_active((uv_handle_t *)&G.rebuild))
+        return;
+    uint64_t now = uv_now(G.loop), next = G.last_rebuild + 100;
+    uv_timer_start(&G.rebuild, on_rebuild, next > now ? next - now : 0, 0);
+}
+
+/* Registry listener: only schedules. */
 static void on_registry_event(void *ud, const mg_reg_event_t *ev)
 {
     (void)ud;
@@ -146,11 +164,57 @@ static void on_registry_event(void *ud, const mg_reg_event_t *ev)
         mg_reg_checker_notify(G.checker, ev);
     /* the locator routes every registered service, passing or not */
     bool services_changed = G.locator && ev->kind != MG_REG_EV_CHECK;
-    if (!(ev->endpoints_changed || services_changed) || G.stopping || !G.reg_timers ||
-        uv_is_active((uv_handle_t *)&G.rebuild))
+    if ((ev->endpoints_changed || services_changed) && G.reg_timers)
+        schedule_rebuild();
+}
+
+/* DNS: an entry's address set changed. */
+static void on_dns_change(void *ud)
+{
+    (void)ud;
+    schedule_rebuild();
+}
+
+/* Start DNS discovery and give the first resolutions a bounded chance to
+ * complete before the first snapshot, so a DNS-only cluster is not empty
+ * at boot when DNS answers: at most 2 x timeout x attempts (SRV then its
+ * targets), 10 s at most. */
+static void on_dns_wait(uv_timer_t *t) { *(bool *)t->data = true; }
+
+static void dns_start(const mg_config_t *cfg)
+{
+    bool any = false;
+    for (size_t i = 0; i < cfg->nclusters && !any; i++)
+        any = cfg->clusters[i].ndns > 0;
+    if (!(G.dns = mg_dnssrc_new(G.loop, on_dns_change, NULL))) {
+        mg_error("dns: out of memory; dns: entries are not resolved");
         return;
-    uint64_t now = uv_now(G.loop), next = G.last_rebuild + 100;
-    uv_timer_start(&G.rebuild, on_rebuild, next > now ? next - now : 0, 0);
+    }
+    if (mg_dnssrc_configure(G.dns, cfg) != 0)
+        mg_error("dns: out of memory; some dns: entries are not resolved");
+    if (!any || !mg_dnssrc_first_pending(G.dns))
+        return;
+    uint64_t ms = 2ull * cfg->discovery.dns.timeout_ms * cfg->discovery.dns.attempts;
+    bool expired = false;
+    uv_timer_t t;
+    uv_timer_init(G.loop, &t);
+    t.data = &expired;
+    uv_timer_start(&t, on_dns_wait, ms < 10000 ? ms : 10000, 0);
+    while (!expired && mg_dnssrc_first_pending(G.dns))
+        uv_run(G.loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(G.loop, UV_RUN_NOWAIT); /* t's close */
+    if (mg_dnssrc_first_pending(G.dns))
+        mg_warn("dns: %zu entr%s not resolved yet at start-up; their clusters fill when DNS answers",
+                mg_dnssrc_first_pending(G.dns), mg_dnssrc_first_pending(G.dns) == 1 ? "y" : "ies");
+}
+
+static void dns_stop(void)
+{
+    if (!G.dns)
+        return;
+    mg_dnssrc_stop(G.dns); /* freed by its handles' close callbacks */
+    G.dns = NULL;
 }
 
 static void on_reg_tick(uv_timer_t *t)
@@ -223,7 +287,6 @@ static void registry_timers_start(void)
     if (!G.reg)
         return;
     uv_timer_init(G.loop, &G.reg_tick);
-    uv_timer_init(G.loop, &G.rebuild);
     uv_timer_start(&G.reg_tick, on_reg_tick, 250, 250);
     G.reg_timers = true;
     /* HTTP/TCP checks of registrations (those loaded from the store too) */
@@ -267,9 +330,15 @@ static void on_server_exit(void *arg)
     uv_close((uv_handle_t *)&G.tick, NULL);
     if (G.reg_timers) {
         uv_close((uv_handle_t *)&G.reg_tick, NULL);
-        uv_close((uv_handle_t *)&G.rebuild, NULL);
         G.reg_timers = false;
     }
+    if (G.rebuild_ready) {
+        uv_close((uv_handle_t *)&G.rebuild, NULL);
+        G.rebuild_ready = false;
+    }
+    if (G.admin)
+        mg_admin_set_dns(G.admin, NULL);
+    dns_stop();
     mg_reg_checker_stop(G.checker);
     G.checker = NULL;
     mg_redisreg_stop(G.redisreg);
@@ -304,6 +373,9 @@ static void on_signal(uv_signal_t *h, int sig)
         mg_server_swap(G.srv, snap);
         if (G.health)
             mg_health_update(G.health, snap);
+        /* dns: entries follow the running config (added ones start now) */
+        if (G.dns && mg_dnssrc_configure(G.dns, snap->cfg) != 0)
+            mg_error("reload: dns: out of memory; some dns: entries are not resolved");
         mg_info("reloaded config (generation %llu, %zu routes, %zu clusters)",
                 (unsigned long long)snap->generation, snap->cfg->nroutes, snap->cfg->nclusters);
         mg_snapshot_unref(snap);
@@ -400,10 +472,13 @@ static int cmd_run(void)
         registry_stop();
         return 1;
     }
+    dns_start(first);
     mg_snapshot_t *snap = NULL;
     rc = build(first, &snap, err, sizeof err);
     if (rc) {
         fprintf(stderr, "%s\n", err[0] ? err : mg_strerror(rc));
+        dns_stop();
+        uv_run(G.loop, UV_RUN_NOWAIT);
         registry_stop();
         return 1;
     }
@@ -412,6 +487,8 @@ static int cmd_run(void)
     if (rc) {
         fprintf(stderr, "meshgate: %s\n", err[0] ? err : mg_strerror(rc));
         mg_snapshot_unref(snap);
+        dns_stop();
+        uv_run(G.loop, UV_RUN_NOWAIT);
         registry_stop();
         return 1;
     }
@@ -428,7 +505,11 @@ static int cmd_run(void)
             if (G.redisreg)
                 mg_admin_set_stats_extra(G.admin, redisreg_stats, G.redisreg);
         }
+        if (G.admin)
+            mg_admin_set_dns(G.admin, G.dns);
     }
+    uv_timer_init(G.loop, &G.rebuild);
+    G.rebuild_ready = true;
     registry_timers_start();
     uv_timer_init(G.loop, &G.tick);
     uv_timer_start(&G.tick, on_tick, 100, 100);

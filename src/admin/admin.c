@@ -11,6 +11,7 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "discovery/consul_api.h"
+#include "discovery/dnssrc.h"
 #include "discovery/registry.h"
 #include "http/http1.h"
 #include "obs/accesslog.h"
@@ -36,6 +37,7 @@ struct mg_admin {
     admin_conn_t *parked;  /* blocking queries waiting for a change */
     void (*stats_extra)(void *ud, mg_buf_t *b); /* mg_admin_set_stats_extra */
     void *stats_extra_ud;
+    mg_dnssrc_t *dns;      /* DNS discovery (mg_admin_set_dns), or NULL */
 };
 
 struct admin_conn {
@@ -191,8 +193,24 @@ static void get_clusters(admin_conn_t *c, mg_snapshot_t *snap)
                 conns += atomic_load_explicit(&st->w[k].connects, memory_order_relaxed);
                 fails += atomic_load_explicit(&st->w[k].failures, memory_order_relaxed);
             }
+            const mg_endpoint_t *ep = &cl->eps[j];
             mg_buf_addf(&b, "%s{\"address\":", j ? "," : "");
             mg_buf_json_str(&b, mg_slice_cstr(st->name));
+            mg_buf_addf(&b, ",\"source\":\"%s\",\"labels\":{", mg_ep_source_name(ep->source));
+            for (size_t k = 0; k < ep->nlabels; k++) {
+                if (k)
+                    mg_buf_add(&b, ",", 1);
+                mg_buf_json_str(&b, mg_slice_cstr(ep->labels[k].key));
+                mg_buf_add(&b, ":", 1);
+                mg_buf_json_str(&b, mg_slice_cstr(ep->labels[k].value));
+            }
+            mg_buf_add(&b, "}", 1);
+            if (ep->source == MG_EP_REGISTRY) {
+                mg_buf_lit(&b, ",\"instance_id\":");
+                mg_buf_json_str(&b, mg_slice_cstr(ep->instance_id ? ep->instance_id : ""));
+                mg_buf_addf(&b, ",\"check_status\":\"%s\"",
+                            mg_check_status_name((mg_check_status_t)ep->check_status));
+            }
             mg_buf_addf(&b,
                         ",\"pool\":{\"idle\":%" PRIu64 ",\"active\":%" PRIu64 "},\"requests\":%" PRIu64
                         ",\"connections_opened\":%" PRIu64 ",\"failures\":%" PRIu64,
@@ -410,6 +428,10 @@ static void get_stats(admin_conn_t *c, mg_snapshot_t *snap)
     }
     if (c->a->stats_extra)
         c->a->stats_extra(c->a->stats_extra_ud, &b);
+    if (c->a->dns) {
+        mg_buf_lit(&b, ",\"dns\":");
+        mg_dnssrc_stats_json(c->a->dns, &b);
+    }
     mg_buf_add(&b, "}\n", 2);
     reply(c, 200, "OK", &b);
     mg_buf_free(&b);
@@ -516,10 +538,31 @@ static void get_registry(admin_conn_t *c)
         }
         mg_buf_add(&b, "]}", 2);
     }
-    mg_buf_add(&b, "]}\n", 3);
+    mg_buf_add(&b, "]", 1);
+    if (c->a->dns) {
+        mg_buf_lit(&b, ",\"dns\":");
+        mg_dnssrc_entries_json(c->a->dns, &b);
+    }
+    mg_buf_add(&b, "}\n", 2);
     reply(c, 200, "OK", &b);
     mg_buf_free(&b);
 }
+
+/* GET /dns: the DNS discovery entries and their counters. */
+static void get_dns(admin_conn_t *c)
+{
+    mg_buf_t b;
+    mg_buf_init(&b);
+    mg_buf_lit(&b, "{\"stats\":");
+    mg_dnssrc_stats_json(c->a->dns, &b);
+    mg_buf_lit(&b, ",\"entries\":");
+    mg_dnssrc_entries_json(c->a->dns, &b);
+    mg_buf_add(&b, "}\n", 2);
+    reply(c, 200, "OK", &b);
+    mg_buf_free(&b);
+}
+
+void mg_admin_set_dns(mg_admin_t *a, mg_dnssrc_t *dns) { a->dns = dns; }
 
 static const char *status_reason(int st)
 {
@@ -678,6 +721,8 @@ static void dispatch(admin_conn_t *c)
         get_registry(c);
     else if (mg_slice_eq(p, MG_SLICE_LIT("/stats")))
         get_stats(c, snap);
+    else if (c->a->dns && mg_slice_eq(p, MG_SLICE_LIT("/dns")))
+        get_dns(c);
     else if (p.n > rl_prefix.n && memcmp(p.p, rl_prefix.p, rl_prefix.n) == 0)
         get_rate_limit(c, snap, (mg_slice_t){ p.p + rl_prefix.n, p.n - rl_prefix.n });
     else

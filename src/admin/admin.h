@@ -4,7 +4,8 @@
  *   GET /health    {"status":"ok", ...}
  *   GET /routes    the routes of the current snapshot
  *   GET /clusters  clusters, endpoints and their pool counts
- *   GET /registry  the service registry's instances and checks
+ *   GET /registry  the service registry's instances and checks (+ "dns" sets)
+ *   GET /dns       the DNS discovery entries and their resolved addresses
  *   /v1/...        the Consul-compatible registry API (discovery/consul_api.h),
  *                  once mg_admin_set_discovery() was called; request bodies
  *                  up to 1 MiB (Content-Length; chunked gets 411); blocking
@@ -32,6 +33,11 @@ void mg_admin_set_discovery(mg_admin_t *a, struct mg_registry *reg, struct mg_co
 /* GET /stats calls fn(ud, b) to append ,"name":{...} members (the shared
  * registry backend's counters). fn NULL removes it. */
 void mg_admin_set_stats_extra(mg_admin_t *a, void (*fn)(void *ud, mg_buf_t *b), void *ud);
+
+struct mg_dnssrc;
+/* Mount the DNS discovery views (/dns, "dns" in /stats and /registry);
+ * borrowed, NULL unmounts. */
+void mg_admin_set_dns(mg_admin_t *a, struct mg_dnssrc *dns);
 
 /* Close the listener and every admin connection; frees itself once closed. */
 void mg_admin_stop(mg_admin_t *a);

@@ -7,8 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <arpa/inet.h>
+
+#include "core/arena.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "discovery/dnssrc.h"
 #include "discovery/registry.h"
 
 /* The registry only grows (bounded by the distinct endpoints ever
@@ -84,19 +88,125 @@ static int resolve(const mg_addr_cfg_t *a, mg_endpoint_t *ep, char *err, size_t 
     return 0;
 }
 
+const char *mg_ep_source_name(unsigned source)
+{
+    return source == MG_EP_DNS ? "dns" : source == MG_EP_REGISTRY ? "registry" : "static";
+}
+
+static char *own_str(mg_arena_t *a, const char *s)
+{
+    size_t n = strlen(s);
+    char *p = mg_arena_alloc(a, n + 1);
+    if (p)
+        memcpy(p, s, n + 1);
+    return p;
+}
+
+/* The last endpoint of c repeats an earlier one (same address). */
+static bool is_dup(const mg_cluster_t *c, const mg_endpoint_t *ep)
+{
+    for (uint32_t k = 0; k < c->neps; k++)
+        if (c->eps[k].stats == ep->stats)
+            return true;
+    return false;
+}
+
+/* A resolved DNS address: no getaddrinfo, the stats are keyed by "ip:port". */
+static int dns_endpoint(const mg_dns_ep_t *de, mg_endpoint_t *ep)
+{
+    char ip[INET6_ADDRSTRLEN], name[96];
+    if (de->addr.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const void *)&de->addr;
+        inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof ip);
+        snprintf(name, sizeof name, "[%s]:%u", ip, ntohs(s6->sin6_port));
+    } else {
+        const struct sockaddr_in *s4 = (const void *)&de->addr;
+        inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof ip);
+        snprintf(name, sizeof name, "%s:%u", ip, ntohs(s4->sin_port));
+    }
+    memcpy(&ep->addr, &de->addr, de->addrlen);
+    ep->addrlen = de->addrlen;
+    ep->stats = registry_get(name);
+    return ep->stats ? 0 : MG_ELIMIT;
+}
+
+static int add_dns(mg_arena_t *a, const mg_cluster_cfg_t *cc, const struct mg_dns_snapshot *dns, mg_cluster_t *c)
+{
+    for (size_t j = 0; j < cc->ndns; j++) {
+        const mg_dns_set_t *set = mg_dns_snapshot_find(dns, cc->name, &cc->dns[j]);
+        for (size_t k = 0; set && k < set->neps; k++) {
+            mg_endpoint_t *ep = &c->eps[c->neps];
+            memset(ep, 0, sizeof *ep);
+            if (dns_endpoint(&set->eps[k], ep) != 0) {
+                mg_warn("cluster %s: dns address skipped: too many distinct endpoints", cc->name);
+                continue;
+            }
+            if (is_dup(c, ep))
+                continue;
+            mg_label_t *l = mg_arena_alloc(a, 2 * sizeof *l);
+            if (!l || !(l[0].key = set->srv ? "srv" : "dns") || !(l[0].value = own_str(a, set->name)))
+                return -ENOMEM;
+            l[1].key = "srv_target";
+            if (set->eps[k].target && !(l[1].value = own_str(a, set->eps[k].target)))
+                return -ENOMEM;
+            ep->labels = l;
+            ep->nlabels = set->eps[k].target ? 2 : 1;
+            ep->source = MG_EP_DNS;
+            c->neps++;
+        }
+    }
+    return 0;
+}
+
+static int registry_labels(mg_arena_t *a, const mg_disco_endpoint_t *de, mg_endpoint_t *ep)
+{
+    ep->source = MG_EP_REGISTRY;
+    ep->check_status = (uint8_t)de->status;
+    if (!(ep->instance_id = own_str(a, de->id)))
+        return -ENOMEM;
+    if (!de->nlabels)
+        return 0;
+    mg_label_t *l = mg_arena_alloc(a, de->nlabels * sizeof *l);
+    if (!l)
+        return -ENOMEM;
+    for (size_t i = 0; i < de->nlabels; i++)
+        if (!(l[i].key = own_str(a, de->labels[i].name)) || !(l[i].value = own_str(a, de->labels[i].value)))
+            return -ENOMEM;
+    ep->labels = l;
+    ep->nlabels = de->nlabels;
+    return 0;
+}
+
 int mg_cluster_set_build(const mg_config_t *cfg, const mg_disco_snapshot_t *disco, mg_cluster_set_t *out,
                          char *err, size_t errlen)
 {
+    mg_cluster_sources_t src = { .registry = disco };
+    return mg_cluster_set_build_src(cfg, &src, out, err, errlen);
+}
+
+int mg_cluster_set_build_src(const mg_config_t *cfg, const mg_cluster_sources_t *src, mg_cluster_set_t *out,
+                             char *err, size_t errlen)
+{
+    const mg_disco_snapshot_t *disco = src ? src->registry : NULL;
+    const struct mg_dns_snapshot *dns = src ? src->dns : NULL;
     out->n = cfg->nclusters;
     out->clusters = calloc(cfg->nclusters ? cfg->nclusters : 1, sizeof *out->clusters);
-    if (!out->clusters)
+    mg_arena_t *arena = mg_arena_new(4096, (size_t)1 << 30);
+    out->owned = arena;
+    if (!out->clusters || !arena) {
+        mg_cluster_set_free(out);
         return -ENOMEM;
+    }
     for (size_t i = 0; i < cfg->nclusters; i++) {
         const mg_cluster_cfg_t *cc = &cfg->clusters[i];
         mg_cluster_t *c = &out->clusters[i];
         c->cfg = cc;
         const mg_disco_service_t *svc = disco ? mg_disco_snapshot_find(disco, cc->name) : NULL;
         size_t nextra = svc ? svc->neps : 0;
+        for (size_t j = 0; j < cc->ndns; j++) {
+            const mg_dns_set_t *set = mg_dns_snapshot_find(dns, cc->name, &cc->dns[j]);
+            nextra += set ? set->neps : 0;
+        }
         c->eps = calloc(cc->nendpoints + nextra ? cc->nendpoints + nextra : 1, sizeof *c->eps);
         if (!c->eps) {
             mg_cluster_set_free(out);
@@ -108,22 +218,31 @@ int mg_cluster_set_build(const mg_config_t *cfg, const mg_disco_snapshot_t *disc
                 mg_cluster_set_free(out);
                 return rc;
             }
+            c->eps[j].labels = cc->endpoints[j].labels;
+            c->eps[j].nlabels = cc->endpoints[j].nlabels;
             c->neps++;
         }
-        for (size_t j = 0; j < nextra; j++) {
+        for (size_t j = 0; svc && j < svc->neps; j++) {
             const mg_disco_endpoint_t *de = &svc->eps[j];
             mg_addr_cfg_t a = { .host = (char *)de->address, .port = de->port, .pos = cc->pos };
             char msg[256];
+            memset(&c->eps[c->neps], 0, sizeof c->eps[c->neps]);
             if (resolve(&a, &c->eps[c->neps], msg, sizeof msg) != 0) {
                 mg_warn("cluster %s: registry instance %s skipped: %s", cc->name, de->id, msg);
                 continue;
             }
             /* the same address registered twice counts once */
-            bool dup = false;
-            for (uint32_t k = 0; k < c->neps && !dup; k++)
-                dup = c->eps[k].stats == c->eps[c->neps].stats;
-            if (!dup)
-                c->neps++;
+            if (is_dup(c, &c->eps[c->neps]))
+                continue;
+            if (registry_labels(arena, de, &c->eps[c->neps]) != 0) {
+                mg_cluster_set_free(out);
+                return -ENOMEM;
+            }
+            c->neps++;
+        }
+        if (add_dns(arena, cc, dns, c) != 0) {
+            mg_cluster_set_free(out);
+            return -ENOMEM;
         }
     }
     return 0;
@@ -131,6 +250,8 @@ int mg_cluster_set_build(const mg_config_t *cfg, const mg_disco_snapshot_t *disc
 
 void mg_cluster_set_free(mg_cluster_set_t *set)
 {
+    mg_arena_free(set->owned);
+    set->owned = NULL;
     if (!set->clusters)
         return;
     for (size_t i = 0; i < set->n; i++)

@@ -44,10 +44,21 @@ typedef struct mg_ep_stats {
     _Atomic uint64_t hc_checks;      /* checks completed, lifetime */
 } mg_ep_stats_t;
 
+/* Where an endpoint came from (GET /clusters "source"). */
+typedef enum { MG_EP_STATIC = 0, MG_EP_DNS, MG_EP_REGISTRY } mg_ep_source_t;
+const char *mg_ep_source_name(unsigned source);
+
 typedef struct {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     mg_ep_stats_t *stats;
+    /* provenance, for the admin API; the strings belong to the config
+     * (static) or to the cluster set (copies of registry/DNS data) */
+    uint8_t source;           /* mg_ep_source_t */
+    uint8_t check_status;     /* registry: mg_check_status_t */
+    const mg_label_t *labels; /* static: endpoint labels; registry: Meta + k=v tags; dns: dns/srv_target */
+    size_t nlabels;
+    const char *instance_id;  /* registry: the instance ID; else NULL */
 } mg_endpoint_t;
 
 typedef struct {
@@ -59,6 +70,7 @@ typedef struct {
 typedef struct {
     mg_cluster_t *clusters; /* parallel to cfg->clusters */
     size_t n;
+    void *owned; /* arena for the copied labels and IDs */
 } mg_cluster_set_t;
 
 /* Once at start-up, before any cluster set is built. */
@@ -67,6 +79,13 @@ uint32_t mg_ep_registry_count(void);
 mg_ep_stats_t *mg_ep_registry_at(uint32_t index);
 
 struct mg_disco_snapshot; /* discovery/registry.h */
+struct mg_dns_snapshot;   /* discovery/dnssrc.h */
+
+/* The run-time discovery sources a cluster set is built with (each may be NULL). */
+typedef struct {
+    const struct mg_disco_snapshot *registry;
+    const struct mg_dns_snapshot *dns;
+} mg_cluster_sources_t;
 
 /* Resolve every endpoint of cfg (getaddrinfo; blocking: control thread
  * only). With disco (may be NULL), each cluster also gets the instances of
@@ -76,6 +95,12 @@ struct mg_disco_snapshot; /* discovery/registry.h */
  * in err. */
 int mg_cluster_set_build(const mg_config_t *cfg, const struct mg_disco_snapshot *disco, mg_cluster_set_t *out,
                          char *err, size_t errlen);
+/* Same with every source: static endpoints, then the registry's instances,
+ * then the resolved addresses of the cluster's dns: entries (an address
+ * already present is not added twice). Nothing of src is kept: what the
+ * set shows (labels, IDs) is copied. */
+int mg_cluster_set_build_src(const mg_config_t *cfg, const mg_cluster_sources_t *src, mg_cluster_set_t *out,
+                             char *err, size_t errlen);
 void mg_cluster_set_free(mg_cluster_set_t *set);
 
 #endif

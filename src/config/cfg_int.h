@@ -70,6 +70,12 @@ int mg_cfg_discovery_backend(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_
 int mg_cfg_discovery_url(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v, void *obj);
 int mg_cfg_discovery_prefix(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v, void *obj);
 int mg_cfg_discovery_finish(mg_cfg_ctx_t *ctx);
+/* dns_cfg.c: a cluster's dns: list, discovery.dns, defaults and frees. */
+int mg_cfg_cluster_dns(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v, void *obj);
+int mg_cfg_discovery_dns(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v, void *obj);
+void mg_cfg_dns_defaults(mg_config_t *cfg);
+void mg_cfg_dns_free(mg_dns_cfg_t *d, size_t n);
+void mg_cfg_discovery_dns_free(mg_config_t *cfg);
 
 /* scg.c: if root is a Kubernetes ConfigMap, parse the YAML files of its
  * data (positions into the outer file, whose raw text is data[0..len)) and

@@ -306,7 +306,8 @@ static int h_endpoints(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_
 static const char *const lb_names[] = { "round_robin", "least_request", "random", NULL };
 
 static const mg_cfg_key_t cluster_keys[] = {
-    { .name = "endpoints", .type = MG_CFG_CUSTOM, .handler = h_endpoints, .flags = MG_CFG_REQUIRED },
+    { .name = "endpoints", .type = MG_CFG_CUSTOM, .handler = h_endpoints }, /* or dns: (h_clusters) */
+    { .name = "dns", .type = MG_CFG_CUSTOM, .handler = mg_cfg_cluster_dns },
     { .name = "lb", .type = MG_CFG_ENUM, .offset = offsetof(mg_cluster_cfg_t, lb), .names = lb_names },
     { .name = "connect_timeout", .type = MG_CFG_DURATION, .offset = offsetof(mg_cluster_cfg_t, connect_timeout_ms),
       .min = 1, .max = DAY_MS },
@@ -377,6 +378,8 @@ static int h_clusters(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t
             return mg_cfg_error(ctx, key, "cluster name must be a non-empty string");
         if ((rc = add_cluster_err(ctx, cfg, key->str, key, &c))) return rc;
         if ((rc = mg_cfg_walk(ctx, &cluster_table, v->pairs[i].value, c))) return rc;
+        if (c->nendpoints == 0 && c->ndns == 0)
+            return mg_cfg_error(ctx, v->pairs[i].value, "missing required key 'endpoints' in cluster (or 'dns')");
     }
     return 0;
 }
@@ -580,6 +583,7 @@ void mg_cfg_cluster_free(mg_cluster_cfg_t *c)
     free(c->name);
     mg_rcfg_cluster_free(c);
     free_addrs(c->endpoints, c->nendpoints);
+    mg_cfg_dns_free(c->dns, c->ndns);
 }
 
 /* Walk one route item with table t and append it to cfg->routes. */
@@ -642,6 +646,7 @@ static const mg_cfg_key_t discovery_keys[] = {
     { .name = "url", .type = MG_CFG_CUSTOM, .handler = mg_cfg_discovery_url },
     { .name = "prefix", .type = MG_CFG_CUSTOM, .handler = mg_cfg_discovery_prefix },
     { .name = "locator", .type = MG_CFG_CUSTOM, .handler = mg_cfg_locator }, /* locator.c */
+    { .name = "dns", .type = MG_CFG_CUSTOM, .handler = mg_cfg_discovery_dns },
 };
 static const mg_cfg_table_t discovery_table = MG_CFG_TABLE_OF("in discovery", discovery_keys);
 
@@ -721,6 +726,7 @@ static int set_defaults(mg_config_t *cfg)
     cfg->rate_limit_max_keys = 1000000;
     cfg->discovery.registry = true;
     cfg->discovery.max_instances = 10000;
+    mg_cfg_dns_defaults(cfg);
     return 0;
 }
 
@@ -744,6 +750,7 @@ void mg_config_free(mg_config_t *cfg)
     free(cfg->discovery.redis.host);
     free(cfg->discovery.redis.password);
     free(cfg->discovery.prefix);
+    mg_cfg_discovery_dns_free(cfg);
     for (size_t i = 0; i < cfg->nfiles; i++) free(cfg->files[i]);
     free(cfg->files);
     free_addrs(cfg->listen, cfg->nlisten);

@@ -39,6 +39,18 @@ typedef struct {
     size_t nlabels;
 } mg_addr_cfg_t;
 
+/* One DNS discovery entry of a cluster (dns: list; src/discovery/dnssrc.h):
+ * A/AAAA of name with port, or the SRV records of srv. */
+typedef enum { MG_DNS_FAMILY_ANY = 0, MG_DNS_FAMILY_V4, MG_DNS_FAMILY_V6 } mg_dns_family_t;
+typedef struct {
+    char *name;          /* host name for A/AAAA, or NULL */
+    char *srv;           /* SRV name (_http._tcp.svc.example), or NULL */
+    uint16_t port;       /* with name */
+    int family;          /* mg_dns_family_t (an int: MG_CFG_ENUM) */
+    uint32_t refresh_ms; /* fixed re-resolution interval; 0 = on the records' TTL */
+    mg_src_pos_t pos;
+} mg_dns_cfg_t;
+
 typedef enum {
     MG_LB_ROUND_ROBIN = 0,
     MG_LB_LEAST_REQUEST, /* power of two choices on active requests */
@@ -49,6 +61,8 @@ typedef struct {
     char *name;
     mg_addr_cfg_t *endpoints;
     size_t nendpoints;
+    mg_dns_cfg_t *dns;   /* dns: entries (config/dns_cfg.c); a cluster needs endpoints or dns */
+    size_t ndns;
     mg_lb_kind_t lb;
     uint32_t connect_timeout_ms;  /* default: timeouts.connect */
     uint32_t response_timeout_ms; /* default: timeouts.response */
@@ -218,6 +232,15 @@ typedef struct mg_config {
         char *prefix;           /* key prefix, "meshgate:registry" */
         mg_src_pos_t backend_pos;
         mg_locator_cfg_t locator;
+        struct {                /* discovery.dns (config/dns_cfg.c) */
+            mg_addr_cfg_t *resolvers; /* literal IPs; NULL = /etc/resolv.conf at start */
+            size_t nresolvers;
+            uint32_t timeout_ms;      /* per attempt (1000) */
+            uint32_t attempts;        /* rounds over the resolvers (2) */
+            uint32_t min_refresh_ms;  /* TTL clamp (1000) */
+            uint32_t max_refresh_ms;  /* TTL clamp (300000) */
+            char *hosts_file;         /* default /etc/hosts; "off" = none */
+        } dns;
     } discovery;
 
     /* Extra owners beyond the first (see mg_config_share). */

@@ -143,6 +143,20 @@ int mg_config_print(const mg_config_t *cfg, FILE *f)
             plugins(f, &lc->filters, "      ");
         }
     }
+    fprintf(f, "  dns:\n    timeout: %u\n    attempts: %u\n    min_refresh: %u\n    max_refresh: %u\n",
+            cfg->discovery.dns.timeout_ms, cfg->discovery.dns.attempts, cfg->discovery.dns.min_refresh_ms,
+            cfg->discovery.dns.max_refresh_ms);
+    if (cfg->discovery.dns.hosts_file) {
+        fputs("    hosts_file: ", f);
+        q(f, cfg->discovery.dns.hosts_file);
+        fputc('\n', f);
+    }
+    if (cfg->discovery.dns.nresolvers) fputs("    resolvers:\n", f);
+    for (size_t i = 0; i < cfg->discovery.dns.nresolvers; i++) {
+        fputs("      - ", f);
+        addr(f, &cfg->discovery.dns.resolvers[i]);
+        fputc('\n', f);
+    }
     fputs("access_log: ", f);
     if (cfg->access_log) q(f, cfg->access_log);
     else fputs("off", f);
@@ -157,7 +171,18 @@ int mg_config_print(const mg_config_t *cfg, FILE *f)
         if (c->synthesized || c->from_registry) continue; /* re-made from the route's uri / to */
         fputs("  ", f);
         q(f, c->name);
-        fputs(":\n    endpoints:\n", f);
+        fputs(":\n", f);
+        if (c->ndns) fputs("    dns:\n", f);
+        for (size_t j = 0; j < c->ndns; j++) {
+            static const char *const fams[] = { "any", "v4", "v6" };
+            const mg_dns_cfg_t *d = &c->dns[j];
+            fputs(d->name ? "      - name: " : "      - srv: ", f);
+            q(f, d->name ? d->name : d->srv);
+            if (d->name) fprintf(f, "\n        port: %u", d->port);
+            fprintf(f, "\n        family: %s\n", fams[d->family]);
+            if (d->refresh_ms) fprintf(f, "        refresh: %u\n", d->refresh_ms);
+        }
+        if (c->nendpoints) fputs("    endpoints:\n", f);
         for (size_t j = 0; j < c->nendpoints; j++) {
             const mg_addr_cfg_t *a = &c->endpoints[j];
             fputs("      - ", f);

@@ -321,7 +321,7 @@ void mg_pool_release(mg_upconn_t *up, bool reuse, uint32_t max_idle, uint64_t id
     }
     mg_upconn_timer(up, UT_NONE, 0);
     if (!reuse || !p || w->draining || !up->connected || up->closing || up->rpos != up->rlen ||
-        p->nidle >= max_idle) {
+        p->nidle >= max_idle || p->unused) {
         mg_upconn_close(up);
         return;
     }

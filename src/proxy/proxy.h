@@ -38,6 +38,9 @@ struct mg_disco_snapshot;
 int mg_snapshot_build_disco(mg_config_t *cfg, const struct mg_disco_snapshot *disco, mg_snapshot_t **out,
                             char *err, size_t errlen);
 int mg_snapshot_build(mg_config_t *cfg, mg_snapshot_t **out, char *err, size_t errlen); /* disco NULL */
+/* Same with every discovery source (registry and DNS; see mg_cluster_set_build_src). */
+int mg_snapshot_build_src(mg_config_t *cfg, const mg_cluster_sources_t *src, mg_snapshot_t **out, char *err,
+                          size_t errlen);
 void mg_snapshot_ref(mg_snapshot_t *s);
 void mg_snapshot_unref(mg_snapshot_t *s);
 

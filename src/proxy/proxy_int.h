@@ -41,6 +41,8 @@ typedef struct {
     uint32_t nidle;
     uint32_t nactive;  /* requests in flight to this endpoint, for least_request */
     mg_session_t *waiters; /* FIFO of sessions waiting for a connection slot */
+    bool unused;       /* no cluster of the current snapshot has this endpoint:
+                        * a connection released to it is closed, not pooled */
 } mg_pool_t;
 
 struct mg_worker {

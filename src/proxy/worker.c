@@ -74,6 +74,13 @@ int mg_snapshot_build(mg_config_t *cfg, mg_snapshot_t **out, char *err, size_t e
 int mg_snapshot_build_disco(mg_config_t *cfg, const struct mg_disco_snapshot *disco, mg_snapshot_t **out,
                             char *err, size_t errlen)
 {
+    mg_cluster_sources_t src = { .registry = disco };
+    return mg_snapshot_build_src(cfg, &src, out, err, errlen);
+}
+
+int mg_snapshot_build_src(mg_config_t *cfg, const mg_cluster_sources_t *src, mg_snapshot_t **out, char *err,
+                          size_t errlen)
+{
     mg_snapshot_t *s = calloc(1, sizeof *s);
     if (!s) {
         mg_config_free(cfg);
@@ -83,7 +90,7 @@ int mg_snapshot_build_disco(mg_config_t *cfg, const struct mg_disco_snapshot *di
     atomic_init(&s->refs, 1);
     int rc = mg_route_table_build(cfg, &s->routes, err, errlen);
     if (rc == 0)
-        rc = mg_cluster_set_build(cfg, disco, &s->clusters, err, errlen);
+        rc = mg_cluster_set_build_src(cfg, src, &s->clusters, err, errlen);
     if (rc == 0)
         rc = resolve_redis(s, err, errlen);
     if (rc == 0)
@@ -178,8 +185,7 @@ static void worker_adopt(mg_worker_t *w)
     /* Endpoints gone from every cluster (a deregistered instance, a
      * removed static endpoint): close their idle pooled connections.
      * Connections carrying a request are untouched (in-flight requests
-     * finish on the old snapshot); if pooled afterwards they idle out, or
-     * go at the next adoption. */
+     * finish on the old snapshot) and closed when released (pool.unused). */
     if (old && w->npools) {
         uint8_t *used = calloc(w->npools, 1);
         if (used) {
@@ -189,9 +195,11 @@ static void worker_adopt(mg_worker_t *w)
                     if (idx < w->npools)
                         used[idx] = 1;
                 }
-            for (uint32_t i = 0; i < w->npools; i++)
+            for (uint32_t i = 0; i < w->npools; i++) {
+                w->pools[i].unused = !used[i];
                 while (!used[i] && w->pools[i].idle)
                     mg_upconn_close(w->pools[i].idle);
+            }
             free(used);
         }
     }

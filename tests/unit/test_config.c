@@ -329,7 +329,7 @@ static const err_case_t err_cases[] = {
       "x.yaml:2:3: unknown key 'max_bodyy' in limits (expected one of: max_request_line, max_header_bytes, "
       "max_headers, max_body, max_connections, rate_limit_keys)" },
     { "unknown key in cluster", "clusters:\n  c:\n    endpoint: [1.1.1.1:80]\n",
-      "x.yaml:3:5: unknown key 'endpoint' in cluster (expected one of: endpoints, lb, connect_timeout, "
+      "x.yaml:3:5: unknown key 'endpoint' in cluster (expected one of: endpoints, dns, lb, connect_timeout, "
       "response_timeout, max_idle, idle_timeout, connection_pool, outlier_detection, circuit_breaker, retry_budget, "
       "health_check)" },
     { "wrong type: map expected", "limits: [1, 2]\n", "x.yaml:1:9: limits: expected a map, got a sequence" },
@@ -381,7 +381,7 @@ static const err_case_t err_cases[] = {
     { "missing to", "routes:\n  - path: /x\n",
       "x.yaml:2:5: route needs a destination: 'to: CLUSTER' or 'uri: lb://SERVICE' / 'uri: http://host:port'" },
     { "missing endpoints", "clusters:\n  a:\n    lb: random\n",
-      "x.yaml:3:5: missing required key 'endpoints' in cluster" },
+      "x.yaml:3:5: missing required key 'endpoints' in cluster (or 'dns')" },
     { "empty endpoints", "clusters:\n  a:\n    endpoints: []\n", "x.yaml:3:16: endpoints: needs at least one address" },
     { "bad path pattern", "clusters:\n  a: {endpoints: [1.1.1.1:80]}\nroutes:\n  - path: /a/**/b\n    to: a\n",
       "x.yaml:4:11: bad path pattern: '**' is only allowed as the last segment" },
