@@ -172,6 +172,20 @@ static void get_routes(admin_conn_t *c, mg_snapshot_t *snap)
     mg_buf_free(&b);
 }
 
+/* ,"source":"static|dns|registry","labels":{...} of one endpoint */
+static void ep_source_labels(mg_buf_t *b, const mg_endpoint_t *ep)
+{
+    mg_buf_addf(b, ",\"source\":\"%s\",\"labels\":{", mg_ep_source_name(ep->source));
+    for (size_t k = 0; k < ep->nlabels; k++) {
+        if (k)
+            mg_buf_add(b, ",", 1);
+        mg_buf_json_str(b, mg_slice_cstr(ep->labels[k].key));
+        mg_buf_add(b, ":", 1);
+        mg_buf_json_str(b, mg_slice_cstr(ep->labels[k].value));
+    }
+    mg_buf_add(b, "}", 1);
+}
+
 static void get_clusters(admin_conn_t *c, mg_snapshot_t *snap)
 {
     uint32_t nw = mg_server_workers(c->a->srv);
@@ -196,15 +210,7 @@ static void get_clusters(admin_conn_t *c, mg_snapshot_t *snap)
             const mg_endpoint_t *ep = &cl->eps[j];
             mg_buf_addf(&b, "%s{\"address\":", j ? "," : "");
             mg_buf_json_str(&b, mg_slice_cstr(st->name));
-            mg_buf_addf(&b, ",\"source\":\"%s\",\"labels\":{", mg_ep_source_name(ep->source));
-            for (size_t k = 0; k < ep->nlabels; k++) {
-                if (k)
-                    mg_buf_add(&b, ",", 1);
-                mg_buf_json_str(&b, mg_slice_cstr(ep->labels[k].key));
-                mg_buf_add(&b, ":", 1);
-                mg_buf_json_str(&b, mg_slice_cstr(ep->labels[k].value));
-            }
-            mg_buf_add(&b, "}", 1);
+            ep_source_labels(&b, ep);
             if (ep->source == MG_EP_REGISTRY) {
                 mg_buf_lit(&b, ",\"instance_id\":");
                 mg_buf_json_str(&b, mg_slice_cstr(ep->instance_id ? ep->instance_id : ""));
@@ -480,7 +486,76 @@ static void get_rate_limit(admin_conn_t *c, mg_snapshot_t *snap, mg_slice_t rout
 
 /* ---- discovery: GET /registry and the Consul API ---- */
 
-static void get_registry(admin_conn_t *c)
+/* An instance's labels, as the clusters see them (registry.h): Meta, then
+ * the "k=v" tags whose k is not in Meta. */
+static void reg_labels(mg_buf_t *b, const mg_reg_def_t *d)
+{
+    bool first = true;
+    for (size_t k = 0; k < d->nmeta; k++, first = false) {
+        if (!first)
+            mg_buf_add(b, ",", 1);
+        mg_buf_json_str(b, mg_slice_cstr(d->meta[k].name));
+        mg_buf_add(b, ":", 1);
+        mg_buf_json_str(b, mg_slice_cstr(d->meta[k].value));
+    }
+    for (size_t k = 0; k < d->ntags; k++) {
+        const char *eq = strchr(d->tags[k], '=');
+        if (!eq || eq == d->tags[k])
+            continue;
+        size_t kn = (size_t)(eq - d->tags[k]);
+        bool in_meta = false;
+        for (size_t j = 0; j < d->nmeta && !in_meta; j++)
+            in_meta = strlen(d->meta[j].name) == kn && !memcmp(d->meta[j].name, d->tags[k], kn);
+        for (size_t j = 0; j < k && !in_meta; j++) /* the first k=v tag wins */
+            in_meta = !strncmp(d->tags[j], d->tags[k], kn + 1);
+        if (in_meta)
+            continue;
+        if (!first)
+            mg_buf_add(b, ",", 1);
+        first = false;
+        mg_buf_json_str(b, (mg_slice_t){ .p = d->tags[k], .n = kn });
+        mg_buf_add(b, ":", 1);
+        mg_buf_json_str(b, mg_slice_cstr(eq + 1));
+    }
+}
+
+/* The static endpoints of the serving snapshot, per cluster (GET /registry
+ * "static"; the registry's instances and the DNS entries are listed next to
+ * it, GET /clusters shows every source per cluster). */
+static void static_json(mg_buf_t *b, const mg_snapshot_t *snap)
+{
+    mg_buf_lit(b, ",\"static\":[");
+    bool first = true;
+    for (size_t i = 0; i < snap->clusters.n; i++) {
+        const mg_cluster_t *cl = &snap->clusters.clusters[i];
+        if (cl->cfg->synthesized)
+            continue;
+        bool any = false;
+        for (uint32_t j = 0; j < cl->neps; j++) {
+            const mg_endpoint_t *ep = &cl->eps[j];
+            if (ep->source != MG_EP_STATIC)
+                continue;
+            if (!any) {
+                mg_buf_addf(b, "%s{\"name\":", first ? "" : ",");
+                mg_buf_json_str(b, mg_slice_cstr(cl->cfg->name));
+                mg_buf_lit(b, ",\"instances\":[");
+                first = false;
+            } else {
+                mg_buf_add(b, ",", 1);
+            }
+            any = true;
+            mg_buf_lit(b, "{\"address\":");
+            mg_buf_json_str(b, mg_slice_cstr(ep->stats->name));
+            ep_source_labels(b, ep);
+            mg_buf_addf(b, ",\"healthy\":%s}", !cl->cfg->has_health || mg_ep_hc_usable(ep->stats) ? "true" : "false");
+        }
+        if (any)
+            mg_buf_lit(b, "]}");
+    }
+    mg_buf_add(b, "]", 1);
+}
+
+static void get_registry(admin_conn_t *c, const mg_snapshot_t *snap)
 {
     mg_registry_t *reg = c->a->reg;
     int64_t now = (int64_t)uv_now(c->a->loop);
@@ -517,6 +592,8 @@ static void get_registry(admin_conn_t *c)
                 mg_buf_add(&b, ":", 1);
                 mg_buf_json_str(&b, mg_slice_cstr(d->meta[k].value));
             }
+            mg_buf_lit(&b, "},\"source\":\"registry\",\"labels\":{");
+            reg_labels(&b, d);
             mg_buf_lit(&b, "},\"checks\":[");
             for (size_t k = 0; k < d->nchecks; k++) {
                 const mg_reg_check_t *ck = &in->checks[k];
@@ -539,6 +616,7 @@ static void get_registry(admin_conn_t *c)
         mg_buf_add(&b, "]}", 2);
     }
     mg_buf_add(&b, "]", 1);
+    static_json(&b, snap);
     if (c->a->dns) {
         mg_buf_lit(&b, ",\"dns\":");
         mg_dnssrc_entries_json(c->a->dns, &b);
@@ -718,7 +796,7 @@ static void dispatch(admin_conn_t *c)
     else if (mg_slice_eq(p, MG_SLICE_LIT("/circuit-breakers")))
         get_breakers(c, snap);
     else if (c->a->reg && mg_slice_eq(p, MG_SLICE_LIT("/registry")))
-        get_registry(c);
+        get_registry(c, snap);
     else if (mg_slice_eq(p, MG_SLICE_LIT("/stats")))
         get_stats(c, snap);
     else if (c->a->dns && mg_slice_eq(p, MG_SLICE_LIT("/dns")))

@@ -76,11 +76,42 @@ def test_register_pass_traffic_flows(mg, upstream_factory, tmp_path):
     assert inst["id"] == "user-1" and inst["port"] == up.port and inst["address"] == "127.0.0.1"
     assert inst["status"] == "passing" and "zone=a" in inst["tags"] and inst["meta"] == {"version": "1.2"}
     assert inst["checks"][0]["status"] == "passing" and inst["checks"][0]["last_heartbeat_ms_ago"] >= 0
+    # tags and meta become labels (Meta first, then the k=v tags)
+    assert inst["source"] == "registry" and inst["labels"] == {"version": "1.2", "zone": "a"}
     st, data, _ = admin_get(m.admin_port, "/stats")
     assert st == 200 and data["registry"]["instances"] == 1
     st, data, _ = admin_get(m.admin_port, "/clusters")
     c = [c for c in data["clusters"] if c["name"] == "user-service"][0]
     assert [e["address"] for e in c["endpoints"]] == [up.addr]
+    e = c["endpoints"][0]
+    assert e["source"] == "registry" and e["instance_id"] == "user-1" and e["check_status"] == "passing"
+    assert e["labels"] == {"version": "1.2", "zone": "a"}
+
+
+def test_registry_view_lists_every_source(mg, upstream_factory, tmp_path):
+    """GET /registry: the registry's instances, the static endpoints of the
+    configured clusters (with their labels), side by side."""
+    st_up, reg_up = upstream_factory(name="static-1"), upstream_factory(name="reg-1")
+    m = mg(routes=[{"id": "u", "path": "/api/**", "to": "user-service"}],
+           clusters={"user-service": {"endpoints": [st_up.addr]}},
+           discovery={"data_dir": str(tmp_path / "data")},
+           spring={"cloud": {"discovery": {"client": {"simple": {"instances": {"billing": [
+               {"uri": f"http://{st_up.addr}", "metadata": {"version": "v1"}}]}}}}}})
+    register(m, "reg-1", reg_up)
+    heartbeat(m, "reg-1")
+    st, data, _ = admin_get(m.admin_port, "/registry")
+    assert st == 200
+    static = {s["name"]: s["instances"] for s in data["static"]}
+    assert [(i["address"], i["source"]) for i in static["user-service"]] == [(st_up.addr, "static")]
+    assert static["billing"][0]["labels"] == {"version": "v1"}
+    reg = [s for s in data["services"] if s["name"] == "user-service"][0]["instances"]
+    assert [(i["id"], i["source"]) for i in reg] == [("reg-1", "registry")]
+    # the cluster combines both sources (once the rebuild after the heartbeat ran)
+    def sources():
+        st, data, _ = admin_get(m.admin_port, "/clusters")
+        c = [c for c in data["clusters"] if c["name"] == "user-service"][0]
+        return sorted(e["source"] for e in c["endpoints"])
+    assert wait_until(lambda: sources() == ["registry", "static"], timeout=1.0), sources()
 
 
 def test_ttl_expiry_stops_traffic_then_deregister(mg, upstream_factory, tmp_path):
