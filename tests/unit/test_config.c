@@ -13,6 +13,7 @@
 #include "config/config.h"
 #include "config/yaml_tree.h"
 #include "core/err.h"
+#include "cfg_errors.h"
 
 static mg_config_t *load1(const char *name, const char *yaml, char *err, size_t errlen)
 {
@@ -311,13 +312,7 @@ static void test_merge_files(void **state)
                              "least_request, random)");
 }
 
-typedef struct {
-    const char *what;
-    const char *yaml;
-    const char *error; /* exact expected message */
-} err_case_t;
-
-static const err_case_t err_cases[] = {
+static const mg_cfg_err_case_t err_cases[] = {
     { "unknown top-level key", "listen: 8080\nlisen: 8081\n",
       "x.yaml:2:1: unknown key 'lisen' at top level (expected one of: listen, admin, workers, limits, timeouts, "
       "access_log, redis, clusters, discovery, server, management, spring, default_filters, routes, resilience4j)" },
@@ -418,20 +413,7 @@ static const err_case_t err_cases[] = {
 static void test_errors(void **state)
 {
     (void)state;
-    int failures = 0;
-    for (size_t i = 0; i < sizeof err_cases / sizeof err_cases[0]; i++) {
-        char err[512] = "";
-        mg_config_t *cfg = load1("x.yaml", err_cases[i].yaml, err, sizeof err);
-        if (cfg) {
-            print_error("%s: loaded, want error '%s'\n", err_cases[i].what, err_cases[i].error);
-            mg_config_free(cfg);
-            failures++;
-        } else if (strcmp(err, err_cases[i].error) != 0) {
-            print_error("%s:\n  got  '%s'\n  want '%s'\n", err_cases[i].what, err, err_cases[i].error);
-            failures++;
-        }
-    }
-    assert_int_equal(failures, 0);
+    MG_CFG_ERRORS_CHECK(err_cases, "x.yaml", NULL);
 }
 
 static void test_files(void **state)

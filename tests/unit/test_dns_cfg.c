@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "config/config.h"
+#include "cfg_errors.h"
 
 static mg_config_t *load1(const char *yaml, char *err, size_t errlen)
 {
@@ -102,11 +103,7 @@ static void test_defaults(void **st)
     mg_config_free(cfg);
 }
 
-typedef struct {
-    const char *what, *yaml, *error;
-} err_case_t;
-
-static const err_case_t errs[] = {
+static const mg_cfg_err_case_t errs[] = {
     { "no endpoints nor dns", "clusters:\n  a:\n    lb: random\n",
       "x.yaml:3:5: missing required key 'endpoints' in cluster (or 'dns')" },
     { "unknown entry key", "clusters:\n  a:\n    dns:\n      - {nmae: a.example, port: 80}\n",
@@ -143,20 +140,7 @@ static const err_case_t errs[] = {
 static void test_errors(void **st)
 {
     (void)st;
-    int failures = 0;
-    for (size_t i = 0; i < sizeof errs / sizeof errs[0]; i++) {
-        char err[512] = "";
-        mg_config_t *cfg = load1(errs[i].yaml, err, sizeof err);
-        if (cfg) {
-            print_error("%s: loaded, want '%s'\n", errs[i].what, errs[i].error);
-            mg_config_free(cfg);
-            failures++;
-        } else if (strcmp(err, errs[i].error) != 0) {
-            print_error("%s:\n  got  '%s'\n  want '%s'\n", errs[i].what, err, errs[i].error);
-            failures++;
-        }
-    }
-    assert_int_equal(failures, 0);
+    MG_CFG_ERRORS_CHECK(errs, "x.yaml", NULL);
 }
 
 int main(void)

@@ -17,6 +17,7 @@
 #include "config/resilience_cfg.h"
 #include "core/err.h"
 #include "filter/resilience_filters.h"
+#include "cfg_errors.h"
 
 static mg_config_t *load1(const char *yaml, char *err, size_t errlen)
 {
@@ -500,9 +501,7 @@ static void test_durations(void **state)
 
 #define SVC_ROUTE(extra) SPRING_SVC "        - id: a\n          uri: lb://svc\n          predicates: [Path=/a/**]\n" extra
 
-static const struct {
-    const char *what, *yaml, *error;
-} err_cases[] = {
+static const mg_cfg_err_case_t err_cases[] = {
     { "unknown resilience4j key",
       "resilience4j:\n  circuitbreaker:\n    instances:\n      x: {slidingWindowSiz: 5}\n",
       "t.yaml:4:11: unknown key 'slidingWindowSiz' in resilience4j.circuitbreaker.instances.x (did you mean "
@@ -660,20 +659,7 @@ static const struct {
 static void test_errors(void **state)
 {
     (void)state;
-    int failures = 0;
-    for (size_t i = 0; i < sizeof err_cases / sizeof err_cases[0]; i++) {
-        char err[1024] = "";
-        mg_config_t *cfg = load1(err_cases[i].yaml, err, sizeof err);
-        if (cfg) {
-            print_error("%s: loaded, want error '%s'\n", err_cases[i].what, err_cases[i].error);
-            mg_config_free(cfg);
-            failures++;
-        } else if (strcmp(err, err_cases[i].error) != 0) {
-            print_error("%s:\n  got  '%s'\n  want '%s'\n", err_cases[i].what, err, err_cases[i].error);
-            failures++;
-        }
-    }
-    assert_int_equal(failures, 0);
+    MG_CFG_ERRORS_CHECK(err_cases, "t.yaml", NULL);
 }
 
 int main(void)

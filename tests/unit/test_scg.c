@@ -12,6 +12,7 @@
 
 #include "core/err.h"
 #include "gw_harness.h"
+#include "cfg_errors.h"
 
 static char *slurp(const char *rel)
 {
@@ -192,9 +193,7 @@ static void test_print_roundtrip(void **state)
 
 static const char gw_head[] = "spring:\n  cloud:\n    gateway:\n      routes:\n        - id: r\n          uri: http://127.0.0.1:1\n";
 
-static const struct {
-    const char *what, *yaml, *error;
-} errs[] = {
+static const mg_cfg_err_case_t errs[] = {
     { "misspelt filter", "          filters: [StripPrefx=2]\n",
       "x.yaml:7:21: unknown filter 'StripPrefx' (did you mean StripPrefix?)" },
     { "misspelt filter, expanded", "          filters:\n            - name: AddRequestHeaders\n              args: {name: a, value: b}\n",
@@ -242,27 +241,10 @@ static const struct {
 static void test_errors(void **state)
 {
     (void)state;
-    int failures = 0;
-    for (size_t i = 0; i < sizeof errs / sizeof errs[0]; i++) {
-        char y[2048], err[512] = "";
-        snprintf(y, sizeof y, "%s%s", gw_head, errs[i].yaml);
-        mg_config_buffer_t b = { "x.yaml", y, strlen(y) };
-        mg_config_t *cfg = NULL;
-        if (mg_config_load_buffers(&b, 1, &cfg, err, sizeof err) == 0) {
-            print_error("%s: loaded\n", errs[i].what);
-            mg_config_free(cfg);
-            failures++;
-        } else if (strcmp(err, errs[i].error) != 0) {
-            print_error("%s:\n  got  '%s'\n  want '%s'\n", errs[i].what, err, errs[i].error);
-            failures++;
-        }
-    }
-    assert_int_equal(failures, 0);
+    MG_CFG_ERRORS_CHECK(errs, "x.yaml", gw_head);
 }
 
-static const struct {
-    const char *what, *yaml, *error;
-} errs2[] = {
+static const mg_cfg_err_case_t errs2[] = {
     { "unknown service", "spring.cloud.gateway.routes: x\n", "x.yaml:1:1: unknown key 'spring.cloud.gateway.routes' at top level "
       "(expected one of: listen, admin, workers, limits, timeouts, access_log, redis, clusters, discovery, server, management, spring, "
       "default_filters, routes, resilience4j)" },
@@ -296,21 +278,7 @@ static const struct {
 static void test_errors_top(void **state)
 {
     (void)state;
-    int failures = 0;
-    for (size_t i = 0; i < sizeof errs2 / sizeof errs2[0]; i++) {
-        char err[512] = "";
-        mg_config_buffer_t b = { "x.yaml", errs2[i].yaml, strlen(errs2[i].yaml) };
-        mg_config_t *cfg = NULL;
-        if (mg_config_load_buffers(&b, 1, &cfg, err, sizeof err) == 0) {
-            print_error("%s: loaded\n", errs2[i].what);
-            mg_config_free(cfg);
-            failures++;
-        } else if (strcmp(err, errs2[i].error) != 0) {
-            print_error("%s:\n  got  '%s'\n  want '%s'\n", errs2[i].what, err, errs2[i].error);
-            failures++;
-        }
-    }
-    assert_int_equal(failures, 0);
+    MG_CFG_ERRORS_CHECK(errs2, "x.yaml", NULL);
 }
 
 /* Spring 5 key, management port, host+port instances, -1 turns admin off */
