@@ -49,3 +49,53 @@ def test_locator_routes_a_dns_cluster(mg, dns, upstream_factory, tmp_path):  # n
     # the name stops resolving: the route stays (the service is configured), 503 naming it
     dns.set("catalog.test", rcode=3, ttl=1)
     assert wait_until(lambda: status(m, "/catalog/items/1") == 503, timeout=5.0), m.stderr_tail()
+
+
+def test_deregister_on_one_gateway_under_load_on_the_other(mg, redis, upstream_factory):
+    """Two gateways on one Redis registry; keep-alive load through B while
+    the instance is deregistered on A: no request fails, and B sends nothing
+    more to the removed instance once the change has reached it (<= 1 s)."""
+    import threading
+    import time
+
+    from conftest import Client
+    ua, ub = upstream_factory(name="a"), upstream_factory(name="b")
+    disco = {"backend": "redis", "url": f"redis://127.0.0.1:{redis.port}"}
+    route = [{"id": "u", "path": "/api/**", "to": "user-service"}]
+    a = mg(routes=route, clusters={}, discovery=dict(disco), workers=1, name="a")
+    b = mg(routes=route, clusters={}, discovery=dict(disco), workers=2, name="b")
+    for sid, u in (("a", ua), ("b", ub)):
+        r = admin_call(a, "PUT", "/v1/agent/service/register",
+                       {"ID": sid, "Name": "user-service", "Address": "127.0.0.1", "Port": u.port,
+                        "Check": {"TTL": "30s", "Status": "passing"}})
+        assert r.status == 200, r
+
+    def both_used():
+        ua.requests.clear(), ub.requests.clear()
+        if any(status(b, "/api/x") != 200 for _ in range(6)):
+            return False  # the registrations have not reached B yet
+        return ua.requests and ub.requests
+    assert wait_until(both_used, timeout=2.0), b.stderr_tail()
+    results, stop = [], threading.Event()
+
+    def load():
+        deadline = time.monotonic() + 4.0
+        with Client(b.port) as c:
+            while not stop.is_set() and time.monotonic() < deadline:
+                try:
+                    c.send(b"GET /api/x HTTP/1.1\r\nHost: gw\r\n\r\n")
+                    results.append(c.read_response().status)
+                except Exception as e:  # noqa: BLE001
+                    results.append(repr(e))
+                    return
+    th = threading.Thread(target=load)
+    th.start()
+    time.sleep(1.0)
+    assert admin_call(a, "PUT", "/v1/agent/service/deregister/a").status == 200
+    time.sleep(1.0)
+    n_a = len(ua.requests)
+    th.join(6)
+    stop.set()
+    assert results and all(s == 200 for s in results), [s for s in results if s != 200][:5]
+    assert len(results) > 20
+    assert len(ua.requests) == n_a  # nothing new went to the removed instance
