@@ -362,7 +362,9 @@ static void get_stats(admin_conn_t *c, mg_snapshot_t *snap)
     mg_buf_t b;
     mg_buf_init(&b);
     uint64_t now = mg_now_ms();
-    mg_buf_addf(&b, "{\"access_log_dropped\":%llu,\"clusters\":{", (unsigned long long)mg_alog_dropped());
+    mg_buf_addf(&b, "{\"access_log_dropped\":%llu,\"endpoint_slots\":{\"used\":%u,\"recycled\":%llu},\"clusters\":{",
+                (unsigned long long)mg_alog_dropped(), mg_ep_registry_count(),
+                (unsigned long long)mg_ep_registry_recycled());
     for (size_t i = 0; i < snap->resil.nclusters; i++) {
         const mg_cluster_rt_t *rt = &snap->resil.clusters[i];
         mg_bulkhead_stats_t bh;

@@ -15,31 +15,81 @@
 #include "discovery/dnssrc.h"
 #include "discovery/registry.h"
 
-/* The registry only grows (bounded by the distinct endpoints ever
- * configured); entries are never freed, so workers may keep pointers. */
+/* The registry holds one slot per distinct endpoint address; slots are
+ * never freed (workers may keep pointers and index their pools by slot) but
+ * are recycled when full (mg_ep_registry_limit). A name hash over the slots
+ * keeps lookups O(1): every snapshot rebuild resolves all endpoints. */
 #define MG_EP_REGISTRY_MAX 65536
+#define MG_EP_HASH 65536 /* buckets, power of two */
 
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static mg_ep_stats_t *reg[MG_EP_REGISTRY_MAX];
+static uint32_t reg_hash[MG_EP_HASH]; /* index + 1 of the chain's head, 0 = empty */
 static _Atomic uint32_t reg_count;
 static uint32_t reg_nworkers = 1;
+static uint32_t reg_max = MG_EP_REGISTRY_MAX;
+static uint32_t reg_scan; /* where the next recycling scan starts */
+static _Atomic uint64_t reg_recycled;
 
 void mg_ep_registry_init(uint32_t nworkers) { reg_nworkers = nworkers ? nworkers : 1; }
 uint32_t mg_ep_registry_count(void) { return atomic_load(&reg_count); }
 mg_ep_stats_t *mg_ep_registry_at(uint32_t i) { return i < atomic_load(&reg_count) ? reg[i] : NULL; }
+void mg_ep_registry_limit(uint32_t max) { reg_max = max && max < MG_EP_REGISTRY_MAX ? max : MG_EP_REGISTRY_MAX; }
+uint64_t mg_ep_registry_recycled(void) { return atomic_load(&reg_recycled); }
+
+static uint32_t name_hash(const char *s)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 16777619u;
+    return h & (MG_EP_HASH - 1);
+}
+
+static void hash_link(mg_ep_stats_t *st)
+{
+    uint32_t b = name_hash(st->name);
+    st->hnext = reg_hash[b];
+    reg_hash[b] = st->index + 1;
+}
+
+static void hash_unlink(mg_ep_stats_t *st)
+{
+    uint32_t *link = &reg_hash[name_hash(st->name)];
+    while (*link && *link != st->index + 1)
+        link = &reg[*link - 1]->hnext;
+    if (*link)
+        *link = st->hnext;
+    st->hnext = 0;
+}
+
+/* A slot no live cluster set holds, with no connection open on any worker
+ * (so no pool keeps a connection to its old address). Lock held. */
+static mg_ep_stats_t *recyclable(uint32_t n)
+{
+    for (uint32_t k = 0; k < n; k++) {
+        mg_ep_stats_t *st = reg[(reg_scan + k) % n];
+        if (atomic_load(&st->refs))
+            continue;
+        bool open = false;
+        for (uint32_t w = 0; w < reg_nworkers && !open; w++)
+            open = atomic_load(&st->w[w].idle) || atomic_load(&st->w[w].active);
+        if (open)
+            continue;
+        reg_scan = (st->index + 1) % n;
+        return st;
+    }
+    return NULL;
+}
 
 static mg_ep_stats_t *registry_get(const char *name)
 {
     pthread_mutex_lock(&reg_lock);
     uint32_t n = atomic_load(&reg_count);
     mg_ep_stats_t *st = NULL;
-    for (uint32_t i = 0; i < n; i++) {
-        if (strcmp(reg[i]->name, name) == 0) {
-            st = reg[i];
-            break;
-        }
-    }
-    if (!st && n < MG_EP_REGISTRY_MAX) {
+    for (uint32_t i = reg_hash[name_hash(name)]; i && !st; i = reg[i - 1]->hnext)
+        if (strcmp(reg[i - 1]->name, name) == 0)
+            st = reg[i - 1];
+    if (!st && n < reg_max) {
         st = calloc(1, sizeof *st);
         mg_ep_worker_stats_t *w = st ? aligned_alloc(64, sizeof *w * reg_nworkers) : NULL;
         if (w) {
@@ -48,14 +98,35 @@ static mg_ep_stats_t *registry_get(const char *name)
             st->index = n;
             snprintf(st->name, sizeof st->name, "%s", name);
             reg[n] = st;
+            hash_link(st);
             atomic_store(&reg_count, n + 1);
         } else {
             free(st);
             st = NULL;
         }
+    } else if (!st && (st = recyclable(n)) != NULL) {
+        /* a new address in an old slot: its counters and check state restart */
+        hash_unlink(st);
+        snprintf(st->name, sizeof st->name, "%s", name);
+        hash_link(st);
+        memset(st->w, 0, sizeof *st->w * reg_nworkers);
+        atomic_store(&st->hc_state, 0);
+        atomic_store(&st->hc_last_result, 0);
+        atomic_store(&st->hc_last_status, 0);
+        atomic_store(&st->hc_failures, 0);
+        atomic_store(&st->hc_last_ms, 0);
+        atomic_store(&st->hc_checks, 0);
+        atomic_fetch_add(&reg_recycled, 1);
     }
     pthread_mutex_unlock(&reg_lock);
     return st;
+}
+
+/* The endpoint being added (c->eps[c->neps]) is kept: the set holds it. */
+static void keep(mg_cluster_t *c)
+{
+    atomic_fetch_add(&c->eps[c->neps].stats->refs, 1);
+    c->neps++;
 }
 
 static int resolve(const mg_addr_cfg_t *a, mg_endpoint_t *ep, char *err, size_t errlen)
@@ -152,7 +223,7 @@ static int add_dns(mg_arena_t *a, const mg_cluster_cfg_t *cc, const struct mg_dn
             ep->labels = l;
             ep->nlabels = set->eps[k].target ? 2 : 1;
             ep->source = MG_EP_DNS;
-            c->neps++;
+            keep(c);
         }
     }
     return 0;
@@ -220,7 +291,7 @@ int mg_cluster_set_build_src(const mg_config_t *cfg, const mg_cluster_sources_t 
             }
             c->eps[j].labels = cc->endpoints[j].labels;
             c->eps[j].nlabels = cc->endpoints[j].nlabels;
-            c->neps++;
+            keep(c);
         }
         for (size_t j = 0; svc && j < svc->neps; j++) {
             const mg_disco_endpoint_t *de = &svc->eps[j];
@@ -238,7 +309,7 @@ int mg_cluster_set_build_src(const mg_config_t *cfg, const mg_cluster_sources_t 
                 mg_cluster_set_free(out);
                 return -ENOMEM;
             }
-            c->neps++;
+            keep(c);
         }
         if (add_dns(arena, cc, dns, c) != 0) {
             mg_cluster_set_free(out);
@@ -254,8 +325,11 @@ void mg_cluster_set_free(mg_cluster_set_t *set)
     set->owned = NULL;
     if (!set->clusters)
         return;
-    for (size_t i = 0; i < set->n; i++)
+    for (size_t i = 0; i < set->n; i++) {
+        for (uint32_t j = 0; j < set->clusters[i].neps; j++)
+            atomic_fetch_sub(&set->clusters[i].eps[j].stats->refs, 1);
         free(set->clusters[i].eps);
+    }
     free(set->clusters);
     set->clusters = NULL;
     set->n = 0;

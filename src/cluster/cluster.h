@@ -29,9 +29,11 @@ typedef struct {
 } mg_ep_worker_stats_t;
 
 typedef struct mg_ep_stats {
-    uint32_t index; /* dense, process-wide; stable for the life of the process */
-    char name[96];  /* "host:port" as configured */
+    uint32_t index; /* dense, process-wide; the slot is stable for the life of the process */
+    char name[96];  /* "host:port" as configured (a recycled slot gets a new name) */
     mg_ep_worker_stats_t *w; /* [nworkers] */
+    _Atomic uint32_t refs;   /* live cluster sets holding this endpoint */
+    uint32_t hnext;          /* name hash chain: next index + 1, 0 = end (registry lock) */
 
     /* Active health checking (cluster/health.h). Written only by the
      * control thread's checker of this endpoint, read by workers (relaxed
@@ -77,6 +79,14 @@ typedef struct {
 void mg_ep_registry_init(uint32_t nworkers);
 uint32_t mg_ep_registry_count(void);
 mg_ep_stats_t *mg_ep_registry_at(uint32_t index);
+/* The registry holds at most max distinct endpoints (65536; tests set less).
+ * When it is full, a slot that no live cluster set holds and that has no
+ * connection open is recycled for a new address (its counters restart), so
+ * a long-lived gateway whose instances keep changing addresses (autoscaling,
+ * pod churn) does not run out. Only when every slot is in use is a new
+ * endpoint refused (a warning names it). */
+void mg_ep_registry_limit(uint32_t max);
+uint64_t mg_ep_registry_recycled(void); /* slots recycled, lifetime */
 
 struct mg_disco_snapshot; /* discovery/registry.h */
 struct mg_dns_snapshot;   /* discovery/dnssrc.h */
