@@ -660,7 +660,7 @@ static bool retry_take(mg_session_t *s, mg_up_result_t res, int status, uint32_t
 {
     const mg_route_cfg_t *rc = s->route ? s->route->cfg : NULL;
     if (!rc || !rc->has_retry || !s->crt || !request_replayable(s) ||
-        !mg_retry_should(&rc->retry, s->attempts, res, status, s->req.method_id, false))
+        !mg_retry_should(&rc->retry, s->attempts + 1, res, status, s->req.method_id, false))
         return false;
     uint64_t now = uv_now(&s->w->loop);
     *delay = mg_retry_backoff(&rc->retry, s->attempts + 1, s->last_backoff, rng_next(s->w));

@@ -127,6 +127,23 @@ def test_get_is_retried_on_another_endpoint_post_is_not(mg, upstream_factory):
     assert all(q.body_len == 5000 for q in good.requests if q.method == "PUT")
 
 
+@pytest.mark.parametrize("route", [
+    {"retry": {"attempts": 2, "retry_on": ["5xx"]}},         # native: Envoy's num_retries
+    {"filters": [{"name": "Retry", "args": {"retries": 2}}]},  # Spring: retries after the first call
+])
+def test_retry_count_is_exact(mg, upstream_factory, route):
+    """attempts / retries count the retries after the first try: 2 -> 3 calls."""
+    bad = upstream_factory(status_handler([500]), name="bad")
+    m = mg(routes=[dict({"id": "r", "path": "/api/**", "to": "one"}, **route)],
+           clusters={"one": cluster(bad)}, workers=1)
+    for k in range(1, 3):
+        r = http_request(m.port, "GET", "/api/x")
+        assert r.status == 500, r
+        assert len(bad.requests) == 3 * k, [q.path for q in bad.requests]
+    st, data, _ = admin_get(m.admin_port, "/stats")
+    assert data["clusters"]["one"]["retries"]["granted"] == 4
+
+
 def test_failing_endpoint_is_ejected_and_returns(mg, upstream_factory):
     box = [500]
     bad = upstream_factory(status_handler(box), name="bad")
