@@ -116,7 +116,7 @@ typedef struct {
     size_t n;
 } mg_plugin_list_t;
 
-typedef struct {
+typedef struct mg_route_cfg {
     char *id;
     char *path;      /* native "path:" shorthand (a Path predicate put first), or NULL */
     char *cluster;   /* name, validated to exist */
@@ -165,6 +165,8 @@ typedef struct {
     bool custom_filters;         /* filters: given (they replace Spring's RewritePath default) */
     mg_plugin_list_t predicates; /* templates: values are expressions */
     mg_plugin_list_t filters;
+    struct mg_route_cfg *resil;  /* a CircuitBreaker / Retry default filter resolved for the
+                                  * locator's routes (resilience_cfg.c), or NULL */
 } mg_locator_cfg_t;
 
 typedef struct mg_config {

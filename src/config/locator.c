@@ -204,6 +204,11 @@ void mg_cfg_locator_free(mg_locator_cfg_t *l)
     l->route_id_prefix = NULL;
     mg_plugin_list_free(&l->predicates);
     mg_plugin_list_free(&l->filters);
+    if (l->resil) {
+        mg_cfg_route_free(l->resil);
+        free(l->resil);
+        l->resil = NULL;
+    }
 }
 
 static bool key_is(const mg_ynode_t *k, const char *name) { return mg_cfg_relaxed_eq(k->str, k->len, name); }
@@ -316,21 +321,11 @@ int mg_cfg_locator(mg_cfg_ctx_t *ctx, const mg_cfg_key_t *k, const mg_ynode_t *v
     return 0;
 }
 
-/* A CircuitBreaker or Retry default filter is resolved per configured route
- * at load (resilience_cfg.c); locator routes are made later, so refuse the
- * combination rather than run them without it. */
+/* A CircuitBreaker or Retry default filter applies to locator routes too:
+ * resilience_cfg.c resolved it into lc->resil, which make_route copies. */
 int mg_cfg_locator_finish(mg_cfg_ctx_t *ctx)
 {
-    const mg_config_t *cfg = ((load_t *)ctx->user)->cfg;
-    if (!cfg->discovery.locator.enabled) return 0;
-    for (size_t i = 0; i < cfg->default_filters.n; i++) {
-        const mg_plugin_cfg_t *p = &cfg->default_filters.v[i];
-        if (!strcmp(p->name, "CircuitBreaker") || !strcmp(p->name, "Retry"))
-            return mg_errf(ctx->err, ctx->errlen,
-                           "%s:%d:%d: a %s default filter cannot apply to discovery locator routes yet; turn the "
-                           "locator off and give the services configured routes, or move %s to the routes that need it",
-                           p->pos.file, p->pos.line, p->pos.col, p->name, p->name);
-    }
+    (void)ctx;
     return 0;
 }
 
@@ -368,6 +363,19 @@ static int make_route(const mg_locator_cfg_t *lc, const mg_plugin_list_t *pt, co
     r->uri = concat("lb://", name);
     r->cluster = strdup(name);
     if (!r->id || !r->uri || !r->cluster) return -ENOMEM;
+    const mg_route_cfg_t *t = lc->resil; /* default-filters' CircuitBreaker / Retry */
+    if (t && t->has_breaker) {
+        r->has_breaker = true;
+        r->breaker = t->breaker;
+        r->time_limit_ms = t->time_limit_ms;
+        r->resume_without_error = t->resume_without_error;
+        if (!(r->breaker_name = strdup(t->breaker_name ? t->breaker_name : r->id))) return -ENOMEM;
+        if (t->fallback_path && !(r->fallback_path = strdup(t->fallback_path))) return -ENOMEM;
+    }
+    if (t && t->has_retry) {
+        r->has_retry = true;
+        r->retry = t->retry;
+    }
     const mg_arg_cfg_t *bad = NULL;
     char msg[400] = "";
     int rc = instantiate_list(pt, MG_PLUGIN_PREDICATE, sid, &r->predicates, &bad, msg, sizeof msg);

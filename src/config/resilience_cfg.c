@@ -1050,6 +1050,84 @@ static bool breaker_shareable(const mg_breaker_cfg_t *a, const mg_breaker_cfg_t 
     return mg_breaker_cfg_equal(&x, &y);
 }
 
+/* The CircuitBreaker (cb) and Retry (rt) filters that apply to r (either
+ * may be NULL), resolved onto r's resilience fields. */
+static int apply_filters(mg_cfg_ctx_t *ctx, const r4j_all_t *a, const mg_ynode_t *at, const mg_plugin_cfg_t *cb,
+                         const mg_plugin_cfg_t *rt, mg_route_cfg_t *r)
+{
+    int rc;
+    if (cb) {
+        mg_cb_filter_args_t fa;
+        if ((rc = mg_cb_filter_args(cb, &fa, ctx->err, ctx->errlen))) return rc;
+        const char *name = fa.name ? fa.name : r->id;
+        r4j_t o;
+        if ((rc = r4j_resolve(ctx, a, name, at, &o))) return rc;
+        unsigned kinds = (o.rec_set ? o.rec : K_ALL) & ~o.ign;
+        if (fa.has_status_codes && !(kinds & K_STATUS)) {
+            const mg_arg_cfg_t *sa = mg_plugin_arg(cb, "statusCodes");
+            return plugin_err(ctx, &sa->pos, "CircuitBreaker '%s': statusCodes can never count as failures: "
+                                             "recordExceptions/ignoreExceptions of its resilience4j config leave "
+                                             "out CircuitBreakerStatusCodeException", name);
+        }
+        r->breaker = o.b;
+        memcpy(r->breaker.fail_status, fa.fail_status, sizeof fa.fail_status);
+        r->has_breaker = true;
+        r->time_limit_ms = o.timeout_ms;
+        r->resume_without_error = fa.resume_without_error;
+        if (!(r->breaker_name = strdup(name))) return plugin_err(ctx, &cb->pos, "out of memory");
+        if (fa.fallback_path && !(r->fallback_path = strdup(fa.fallback_path)))
+            return plugin_err(ctx, &cb->pos, "out of memory");
+    } else if (r->has_breaker && !r->breaker_name) {
+        size_t len = strlen(r->id) + 7;
+        if (!(r->breaker_name = malloc(len))) return plugin_err(ctx, &r->pos, "out of memory");
+        snprintf(r->breaker_name, len, "route:%s", r->id);
+    }
+    if (rt) {
+        if ((rc = mg_retry_filter_policy(rt, &r->retry, ctx->err, ctx->errlen))) return rc;
+        r->has_retry = true;
+    }
+    return 0;
+}
+
+/* A CircuitBreaker or Retry default filter also applies to the discovery
+ * locator's routes, which are made at run time (config/locator.c): resolve
+ * it once here into a template route they copy. Without a name, Spring's
+ * CircuitBreaker takes the route id: each locator route then gets its own
+ * breaker (tmpl->breaker_name NULL), configured by resilience4j's defaults
+ * (instances named after generated route ids are not looked up). */
+static int locator_template(mg_cfg_ctx_t *ctx, const r4j_all_t *a, const mg_ynode_t *at)
+{
+    mg_config_t *cfg = ((load_t *)ctx->user)->cfg;
+    mg_locator_cfg_t *lc = &cfg->discovery.locator;
+    size_t n = 0;
+    const mg_plugin_cfg_t *second = NULL;
+    const mg_plugin_cfg_t *cb = find_plugin(&cfg->default_filters, "CircuitBreaker", &n, &second);
+    const mg_plugin_cfg_t *rt = find_plugin(&cfg->default_filters, "Retry", &n, &second);
+    if (!lc->enabled || (!cb && !rt))
+        return 0;
+    mg_route_cfg_t *t = calloc(1, sizeof *t);
+    if (!t || !(t->id = strdup("discovery locator routes")))
+        return free(t), plugin_err(ctx, &(cb ? cb : rt)->pos, "out of memory");
+    t->pos = (cb ? cb : rt)->pos;
+    lc->resil = t;
+    int rc = apply_filters(ctx, a, at, cb, rt, t);
+    if (rc) return rc;
+    if (t->breaker_name && !strcmp(t->breaker_name, t->id)) {
+        free(t->breaker_name); /* unnamed: one breaker per locator route */
+        t->breaker_name = NULL;
+    }
+    if (t->fallback_path) {
+        bool found = false;
+        for (size_t j = 0; j < cfg->nroutes && !found; j++)
+            found = route_may_match(&cfg->routes[j], t->fallback_path);
+        if (!found)
+            return plugin_err(ctx, &cb->pos, "discovery locator routes: circuit breaker fallback forward:%s matches "
+                                             "no configured route; add one for it (e.g. a native route with path: %s "
+                                             "and respond: {status: 503, body: ...})", t->fallback_path, t->fallback_path);
+    }
+    return 0;
+}
+
 int mg_rcfg_finish(mg_cfg_ctx_t *ctx)
 {
     load_t *st = ctx->user;
@@ -1086,36 +1164,7 @@ int mg_rcfg_finish(mg_cfg_ctx_t *ctx)
                                              "block; keep one", r->id);
         if (rt && r->has_retry)
             return plugin_err(ctx, &rt->pos, "route '%s' has both a Retry filter and a retry: block; keep one", r->id);
-        if (cb) {
-            mg_cb_filter_args_t fa;
-            if ((rc = mg_cb_filter_args(cb, &fa, ctx->err, ctx->errlen))) return rc;
-            const char *name = fa.name ? fa.name : r->id;
-            r4j_t o;
-            if ((rc = r4j_resolve(ctx, &a, name, at, &o))) return rc;
-            unsigned kinds = (o.rec_set ? o.rec : K_ALL) & ~o.ign;
-            if (fa.has_status_codes && !(kinds & K_STATUS)) {
-                const mg_arg_cfg_t *sa = mg_plugin_arg(cb, "statusCodes");
-                return plugin_err(ctx, &sa->pos, "CircuitBreaker '%s': statusCodes can never count as failures: "
-                                                 "recordExceptions/ignoreExceptions of its resilience4j config leave "
-                                                 "out CircuitBreakerStatusCodeException", name);
-            }
-            r->breaker = o.b;
-            memcpy(r->breaker.fail_status, fa.fail_status, sizeof fa.fail_status);
-            r->has_breaker = true;
-            r->time_limit_ms = o.timeout_ms;
-            r->resume_without_error = fa.resume_without_error;
-            if (!(r->breaker_name = strdup(name))) return plugin_err(ctx, &cb->pos, "out of memory");
-            if (fa.fallback_path && !(r->fallback_path = strdup(fa.fallback_path)))
-                return plugin_err(ctx, &cb->pos, "out of memory");
-        } else if (r->has_breaker && !r->breaker_name) {
-            size_t len = strlen(r->id) + 7;
-            if (!(r->breaker_name = malloc(len))) return plugin_err(ctx, &r->pos, "out of memory");
-            snprintf(r->breaker_name, len, "route:%s", r->id);
-        }
-        if (rt) {
-            if ((rc = mg_retry_filter_policy(rt, &r->retry, ctx->err, ctx->errlen))) return rc;
-            r->has_retry = true;
-        }
+        if ((rc = apply_filters(ctx, &a, at, cb, rt, r))) return rc;
     }
 
     /* shared breaker names must agree; fallbacks must reach a route */
@@ -1144,7 +1193,7 @@ int mg_rcfg_finish(mg_cfg_ctx_t *ctx)
                                                 "{status: 503, body: ...})", r->id, r->fallback_path, r->fallback_path);
         }
     }
-    return 0;
+    return locator_template(ctx, &a, at);
 }
 
 /* ---- print ---- */

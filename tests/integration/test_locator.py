@@ -242,3 +242,58 @@ def test_config_print_is_the_users_config(tmp_path, mg, upstream_factory):
     rc, out, err = run_check(printed)
     assert rc == 0 and "2 routes" not in out, (out, err)
     assert "1 routes" in out
+
+
+def _status_upstream(upstream_factory, box, name):
+    from conftest import send_response
+
+    def h(ctx, req):
+        send_response(ctx, box[0], [], b"answer %d\n" % box[0])
+        return True
+    return upstream_factory(h, name=name)
+
+
+def test_default_retry_applies_to_locator_routes(mg, upstream_factory, tmp_path):
+    box = [500]
+    up = _status_upstream(upstream_factory, box, "flaky-1")
+    m = gw(mg, tmp_path, spring={"cloud": {"gateway": {
+        "default-filters": [{"name": "Retry", "args": {"retries": 2}}],
+        "discovery": {"locator": {"enabled": True, "lower-case-service-id": True}}}}})
+    register(m, "f1", up, "flaky")
+    assert wait_until(lambda: status(m, "/flaky/x") == 500, timeout=1.0), m.stderr_tail()
+    n = len(up.requests)
+    assert status(m, "/flaky/x") == 500
+    assert len(up.requests) - n == 3  # Spring's Retry: GET, 5xx series, 1 + 2 retries
+    box[0] = 200
+    assert status(m, "/flaky/x") == 200
+
+
+def test_default_circuit_breaker_applies_to_locator_routes(mg, upstream_factory, tmp_path):
+    """An unnamed CircuitBreaker default filter takes each route's id as its
+    name (Spring): every locator route gets its own breaker."""
+    from test_resilience import breaker
+    box = [500]
+    up = _status_upstream(upstream_factory, box, "flaky-1")
+    ok = upstream_factory(name="steady-1")
+    m = gw(mg, tmp_path, spring={"cloud": {"gateway": {
+        "default-filters": [{"name": "CircuitBreaker", "args": {"statusCodes": [500]}}],
+        "discovery": {"locator": {"enabled": True, "lower-case-service-id": True}}}}},
+        resilience4j={"circuitbreaker": {"configs": {"default": {
+            "slidingWindowSize": 4, "minimumNumberOfCalls": 4, "failureRateThreshold": 50,
+            "waitDurationInOpenState": "30s"}}}})
+    register(m, "f1", up, "flaky")
+    register(m, "s1", ok, "steady")
+    assert wait_until(lambda: status(m, "/steady/x") == 200, timeout=1.0), m.stderr_tail()
+    assert wait_until(lambda: status(m, "/flaky/x") == 500, timeout=1.0)
+    for _ in range(4):
+        status(m, "/flaky/x")
+    b = breaker(m, PREFIX + "flaky")
+    assert b["state"] in ("open", "OPEN"), b
+    n = len(up.requests)
+    assert status(m, "/flaky/x") == 503  # open, no fallback: 503 without calling the upstream
+    assert len(up.requests) == n
+    assert status(m, "/steady/x") == 200  # its own breaker, still closed
+    # the breaker survives a registry change (the routes are re-derived)
+    register(m, "s2", ok, "steady")
+    assert wait_until(lambda: len(m.routes()) >= 2, timeout=1.0)
+    assert status(m, "/flaky/x") == 503
