@@ -1184,9 +1184,15 @@ int mg_rcfg_finish(mg_cfg_ctx_t *ctx)
             }
         }
         if (r->fallback_path) {
+            /* A CircuitBreaker in default-filters also guards the fallback
+             * route itself, whose fallback is then itself (Spring loads
+             * that; meshgate falls back once, so it cannot loop). */
+            size_t ndef = 0;
+            const mg_plugin_cfg_t *dsecond = NULL;
+            bool self_ok = find_plugin(&cfg->default_filters, "CircuitBreaker", &ndef, &dsecond) != NULL;
             bool found = false;
             for (size_t j = 0; j < cfg->nroutes && !found; j++)
-                found = j != i && route_may_match(&cfg->routes[j], r->fallback_path);
+                found = (j != i || self_ok) && route_may_match(&cfg->routes[j], r->fallback_path);
             if (!found)
                 return plugin_err(ctx, &r->pos, "route '%s': circuit breaker fallback forward:%s matches no other route; "
                                                 "add one for it (e.g. a native route with path: %s and respond: "

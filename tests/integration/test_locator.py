@@ -297,3 +297,26 @@ def test_default_circuit_breaker_applies_to_locator_routes(mg, upstream_factory,
     register(m, "s2", ok, "steady")
     assert wait_until(lambda: len(m.routes()) >= 2, timeout=1.0)
     assert status(m, "/flaky/x") == 503
+
+
+def test_default_circuit_breaker_fallback_for_locator_routes(mg, upstream_factory, tmp_path):
+    """Spring's common setup: a CircuitBreaker with a fallbackUri in
+    default-filters and a route serving the fallback path. The fallback
+    route carries the default breaker too (its fallback is itself: loaded,
+    as Spring does); a locator route whose instance fails is answered by
+    the fallback route, with Spring's exception headers."""
+    from test_resilience import status_handler
+    down = upstream_factory(status_handler([500]), name="down-1")
+    fb = upstream_factory(status_handler([200]), name="fallback")
+    m = gw(mg, tmp_path, clusters={"fallback-svc": {"endpoints": [fb.addr]}},
+           routes=[{"id": "fallback", "path": "/fallback/**", "to": "fallback-svc"}],
+           spring={"cloud": {"gateway": {
+               "default-filters": [{"name": "CircuitBreaker",
+                                    "args": {"name": "shared", "fallbackUri": "forward:/fallback/svc",
+                                             "statusCodes": [500]}}],
+               "discovery": {"locator": {"enabled": True, "lower-case-service-id": True}}}}})
+    register(m, "d1", down, "orders")
+    assert wait_until(lambda: status(m, "/orders/x") == 200, timeout=1.0), m.stderr_tail()
+    assert fb.requests[-1].path == "/fallback/svc"
+    assert fb.requests[-1].header("Execution-Exception-Type")
+    assert down.requests  # the instance was tried first
