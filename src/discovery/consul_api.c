@@ -579,6 +579,30 @@ out:
     return v;
 }
 
+/* GET /v1/agent/self: the agent's identity, the subset of Consul's shape
+ * clients read at start-up (Spring Cloud Consul, python-consul, Go api). */
+static mg_consul_verdict_t h_agent_self(mg_consul_api_t *a, mg_consul_resp_t *resp)
+{
+    const mg_registry_opts_t *o = mg_registry_opts(a->reg);
+    resp->status = 200;
+    resp->content_type = CT_JSON;
+    mg_buf_t *b = &resp->body;
+    mg_buf_lit(b, "{\"Config\":{\"Datacenter\":");
+    mg_buf_json_str(b, mg_slice_cstr(o->datacenter));
+    mg_buf_lit(b, ",\"NodeName\":");
+    mg_buf_json_str(b, mg_slice_cstr(o->node_name));
+    mg_buf_lit(b, ",\"NodeID\":");
+    mg_buf_json_str(b, mg_slice_cstr(o->node_id));
+    mg_buf_lit(b, ",\"Server\":false,\"Version\":\"meshgate-" MG_VERSION "\"},\"Member\":{\"Name\":");
+    mg_buf_json_str(b, mg_slice_cstr(o->node_name));
+    mg_buf_lit(b, ",\"Addr\":");
+    mg_buf_json_str(b, mg_slice_cstr(o->node_address));
+    mg_buf_lit(b, ",\"Port\":8301,\"Tags\":{\"dc\":");
+    mg_buf_json_str(b, mg_slice_cstr(o->datacenter));
+    mg_buf_lit(b, ",\"role\":\"node\"},\"Status\":1},\"Meta\":{}}");
+    return MG_CONSUL_DONE;
+}
+
 static mg_consul_verdict_t h_agent_services(mg_consul_api_t *a, mg_consul_resp_t *resp)
 {
     const mg_registry_opts_t *o = mg_registry_opts(a->reg);
@@ -830,7 +854,7 @@ mg_consul_verdict_t mg_consul_handle(mg_consul_api_t *a, const mg_consul_req_t *
     else if (mg_slice_eq(path, MG_SLICE_LIT("/v1/agent/services")) || mg_slice_eq(path, MG_SLICE_LIT("/v1/agent/checks")) ||
              prefix(path, "/v1/agent/service/", &rest) || prefix(path, "/v1/health/service/", &rest) ||
              mg_slice_eq(path, MG_SLICE_LIT("/v1/catalog/services")) || prefix(path, "/v1/catalog/service/", &rest) ||
-             mg_slice_eq(path, MG_SLICE_LIT("/v1/status/leader")))
+             mg_slice_eq(path, MG_SLICE_LIT("/v1/status/leader")) || mg_slice_eq(path, MG_SLICE_LIT("/v1/agent/self")))
         kind = R_READ;
     if (kind == R_NONE) return text(resp, 404, "404 page not found");
     if ((kind == R_WRITE && !put) || (kind == R_READ && !get)) {
@@ -859,6 +883,7 @@ mg_consul_verdict_t mg_consul_handle(mg_consul_api_t *a, const mg_consul_req_t *
         mg_buf_addf(&resp->body, "\"%s:8300\"", mg_registry_opts(a->reg)->node_address);
         return MG_CONSUL_DONE;
     }
+    if (mg_slice_eq(path, MG_SLICE_LIT("/v1/agent/self"))) return h_agent_self(a, resp);
     if (prefix(path, "/v1/agent/service/", &rest)) return h_agent_service(a, rest, resp);
     if (prefix(path, "/v1/health/service/", &rest)) return h_health_service(a, req, rest, flags, resp);
     prefix(path, "/v1/catalog/service/", &rest);

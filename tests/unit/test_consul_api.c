@@ -176,6 +176,13 @@ static void test_client_sequence(void **st)
     json_decref(j);
     assert_int_equal(call(f, "GET", "/v1/agent/service/web-1", NULL), 200);
     assert_int_equal(call(f, "GET", "/v1/status/leader", NULL), 200);
+    assert_int_equal(call(f, "GET", "/v1/agent/self", NULL), 200);
+    j = jbody(f);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "Config"), "Datacenter")), "dc1");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "Config"), "NodeName")), "meshgate");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "Member"), "Addr")), "127.0.0.1");
+    json_decref(j);
+    assert_int_equal(call(f, "PUT", "/v1/agent/self", NULL), 405);
 
     /* deregister */
     assert_int_equal(call(f, "PUT", "/v1/agent/service/deregister/web-1", NULL), 200);
