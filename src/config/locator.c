@@ -344,6 +344,10 @@ static char *concat(const char *a, const char *b)
     return s;
 }
 
+/* A skipped service is logged again at every rebuild (<= 10 per second):
+ * at most one warning per 10 s. Control thread only. */
+static mg_warn_limit_t skip_warn;
+
 /* The route for service name into *r; 1 = skipped (logged), 0, -ENOMEM. */
 static int make_route(const mg_locator_cfg_t *lc, const mg_plugin_list_t *pt, const mg_plugin_list_t *ft,
                       const char *name, mg_route_cfg_t *r)
@@ -351,7 +355,8 @@ static int make_route(const mg_locator_cfg_t *lc, const mg_plugin_list_t *pt, co
     char sid[256];
     memset(r, 0, sizeof *r);
     if (strlen(name) >= sizeof sid) {
-        mg_warn("discovery locator: service '%.60s...' skipped: name longer than %zu bytes", name, sizeof sid - 1);
+        mg_warn_limited(&skip_warn, 10000, "discovery locator: service '%.60s...' skipped: name longer than %zu bytes",
+                        name, sizeof sid - 1);
         return 1;
     }
     snprintf(sid, sizeof sid, "%s", name);
@@ -384,7 +389,7 @@ static int make_route(const mg_locator_cfg_t *lc, const mg_plugin_list_t *pt, co
     if (rc) {
         size_t np = strlen(default_pos.file);
         const char *m = strncmp(msg, default_pos.file, np) ? msg : msg + np + strlen(":1:1: ");
-        mg_warn("discovery locator: service '%s' skipped: %s", name, m);
+        mg_warn_limited(&skip_warn, 10000, "discovery locator: service '%s' skipped: %s", name, m);
         return 1;
     }
     return 0;

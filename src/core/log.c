@@ -34,3 +34,25 @@ void mg_log(mg_log_level_t lvl, const char *fmt, ...)
     ssize_t w = write(STDERR_FILENO, line, len);
     (void)w;
 }
+
+void mg_warn_limited(mg_warn_limit_t *l, uint64_t every_ms, const char *fmt, ...)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000 + 1; /* never 0 */
+    if (l->last_ms && now - l->last_ms < every_ms) {
+        l->suppressed++;
+        return;
+    }
+    char msg[1536];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (l->suppressed)
+        mg_warn("%s (%llu similar warnings suppressed)", msg, (unsigned long long)l->suppressed);
+    else
+        mg_warn("%s", msg);
+    l->suppressed = 0;
+    l->last_ms = now;
+}

@@ -64,7 +64,7 @@ struct mg_redisreg {
     bool closing;
     char origin[17];       /* this process, in messages (its own are skipped) */
     char epoch[33];        /* the data set's epoch last seen; "" before the first */
-    uint64_t last_warn, suppressed;
+    mg_warn_limit_t warn;
     mg_redisreg_stats_t st;
 };
 
@@ -102,23 +102,12 @@ static void random_hex(char *out, size_t nbytes)
 static void rwarn(mg_redisreg_t *rr, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void rwarn(mg_redisreg_t *rr, const char *fmt, ...)
 {
-    uint64_t now = uv_now(rr->loop);
-    if (rr->last_warn && now - rr->last_warn < WARN_EVERY_MS) {
-        rr->suppressed++;
-        return;
-    }
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (rr->suppressed)
-        mg_warn("registry backend redis %s:%u: %s (%llu similar warnings suppressed)", rr->host, rr->o.port, msg,
-                (unsigned long long)rr->suppressed);
-    else
-        mg_warn("registry backend redis %s:%u: %s", rr->host, rr->o.port, msg);
-    rr->suppressed = 0;
-    rr->last_warn = now ? now : 1;
+    mg_warn_limited(&rr->warn, WARN_EVERY_MS, "registry backend redis %s:%u: %s", rr->host, rr->o.port, msg);
 }
 
 static char *joinkey(const char *prefix, const char *suffix)

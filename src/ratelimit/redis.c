@@ -105,9 +105,7 @@ struct mg_rl_redis {
     char sha[41];         /* of the script; "" until the first SCRIPT LOAD answered */
     bool loading;         /* a SCRIPT LOAD is in flight on this connection */
 
-    uint64_t last_warn_ms;
-    uint64_t suppressed;
-    bool warned_once;
+    mg_warn_limit_t warn;
 
     stats_t st;
 };
@@ -125,21 +123,8 @@ static inline uint64_t now_ms(void) { return uv_hrtime() / 1000000; }
 
 static void rl_warn(mg_rl_redis_t *r, const char *what, const char *detail)
 {
-    uint64_t now = now_ms();
-    if (r->warned_once && now - r->last_warn_ms < r->o.warn_interval_ms) {
-        r->suppressed++;
-        return;
-    }
-    if (r->suppressed)
-        mg_warn("rate limiter: redis %s:%u: %s%s%s (%llu more problems since the last warning)",
-                r->host, r->o.port, what, detail ? ": " : "", detail ? detail : "",
-                (unsigned long long)r->suppressed);
-    else
-        mg_warn("rate limiter: redis %s:%u: %s%s%s", r->host, r->o.port, what,
-                detail ? ": " : "", detail ? detail : "");
-    r->warned_once = true;
-    r->last_warn_ms = now;
-    r->suppressed = 0;
+    mg_warn_limited(&r->warn, r->o.warn_interval_ms, "rate limiter: redis %s:%u: %s%s%s", r->host, r->o.port, what,
+                    detail ? ": " : "", detail ? detail : "");
 }
 
 /* ---- slots and the waiting list ---- */
