@@ -488,6 +488,41 @@ def admin_get(port, path, timeout=5.0):
     return r.status, data, r
 
 
+class KeepAliveLoad:
+    """GET `path` over one keep-alive connection in a thread for at most
+    `seconds`, collecting each response status (or the exception that
+    ended the loop) in .results. Use: with KeepAliveLoad(port, "/x", 3) as l:"""
+
+    def __init__(self, port, path, seconds):
+        self.port, self.path, self.seconds = port, path, seconds
+        self.results = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run)
+
+    def _run(self):
+        deadline = time.monotonic() + self.seconds
+        req = f"GET {self.path} HTTP/1.1\r\nHost: gw\r\n\r\n".encode()
+        with Client(self.port) as c:
+            while not self.stop.is_set() and time.monotonic() < deadline:
+                try:
+                    c.send(req)
+                    self.results.append(c.read_response().status)
+                except Exception as e:  # noqa: BLE001 - recorded, ends the loop
+                    self.results.append(repr(e))
+                    return
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *a):
+        self.thread.join(self.seconds + 2)
+        self.stop.set()
+
+    def failures(self):
+        return [s for s in self.results if s != 200]
+
+
 def wait_until(pred, timeout=5.0, interval=0.02):
     deadline = time.monotonic() + timeout
     while True:

@@ -10,7 +10,7 @@ import json
 import threading
 import time
 
-from conftest import Client, admin_get, http_request, wait_until
+from conftest import Client, KeepAliveLoad, admin_get, http_request, wait_until
 
 
 def admin_call(m, method, path, body=None, headers=None, timeout=10.0):
@@ -428,28 +428,12 @@ def test_deregister_under_load_zero_failures(mg, upstream_factory, tmp_path):
         heartbeat(m, sid)
     assert wait_until(lambda: api_status(m) == 200, timeout=1.0)
     time.sleep(0.3)
-    results = []
-    stop = threading.Event()
-
-    def load():
-        deadline = time.monotonic() + 3.0
-        with Client(m.port) as c:
-            while not stop.is_set() and time.monotonic() < deadline:
-                try:
-                    c.send(b"GET /api/x HTTP/1.1\r\nHost: gw\r\n\r\n")
-                    results.append(c.read_response().status)
-                except Exception as e:  # noqa: BLE001
-                    results.append(repr(e))
-                    return
-    th = threading.Thread(target=load)
-    th.start()
-    time.sleep(1.0)
-    assert admin_call(m, "PUT", "/v1/agent/service/deregister/a").status == 200
-    time.sleep(0.5)
-    n_a = len(a.requests)
-    th.join(5)
-    stop.set()
-    assert results and all(s == 200 for s in results), [s for s in results if s != 200][:5]
-    assert len(results) > 20
+    with KeepAliveLoad(m.port, "/api/x", 3.0) as load:
+        time.sleep(1.0)
+        assert admin_call(m, "PUT", "/v1/agent/service/deregister/a").status == 200
+        time.sleep(0.5)
+        n_a = len(a.requests)
+    assert load.results and not load.failures(), load.failures()[:5]
+    assert len(load.results) > 20
     assert len(a.requests) == n_a  # nothing new went to the removed instance
     assert b.requests
