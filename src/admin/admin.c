@@ -440,6 +440,14 @@ static void get_stats(admin_conn_t *c, mg_snapshot_t *snap)
         mg_buf_lit(&b, ",\"dns\":");
         mg_dnssrc_stats_json(c->a->dns, &b);
     }
+    /* the serving endpoints by source, over all clusters */
+    uint64_t by_src[3] = { 0, 0, 0 };
+    for (size_t i = 0; i < snap->clusters.n; i++)
+        for (uint32_t j = 0; j < snap->clusters.clusters[i].neps; j++)
+            by_src[snap->clusters.clusters[i].eps[j].source % 3]++;
+    mg_buf_addf(&b, ",\"endpoints\":{\"static\":%llu,\"dns\":%llu,\"registry\":%llu}",
+                (unsigned long long)by_src[MG_EP_STATIC], (unsigned long long)by_src[MG_EP_DNS],
+                (unsigned long long)by_src[MG_EP_REGISTRY]);
     mg_buf_add(&b, "}\n", 2);
     reply(c, 200, "OK", &b);
     mg_buf_free(&b);

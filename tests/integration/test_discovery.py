@@ -112,6 +112,8 @@ def test_registry_view_lists_every_source(mg, upstream_factory, tmp_path):
         c = [c for c in data["clusters"] if c["name"] == "user-service"][0]
         return sorted(e["source"] for e in c["endpoints"])
     assert wait_until(lambda: sources() == ["registry", "static"], timeout=1.0), sources()
+    st, data, _ = admin_get(m.admin_port, "/stats")
+    assert data["endpoints"] == {"static": 2, "dns": 0, "registry": 1}  # user-service 1+1, billing 1
 
 
 def test_ttl_expiry_stops_traffic_then_deregister(mg, upstream_factory, tmp_path):
