@@ -49,7 +49,7 @@ static struct {
     mg_redisreg_t *redisreg; /* discovery.backend redis: Redis instead of the store */
     mg_consul_api_t *consul;
     mg_reg_checker_t *checker; /* runs the registry's HTTP/TCP checks */
-    uv_timer_t reg_tick;    /* TTL expiry every 250 ms, store sync every ~1 s */
+    uv_timer_t reg_tick;    /* TTL expiry within 50 ms of a deadline, store sync every ~1 s */
     unsigned reg_ticks;
     uv_timer_t rebuild;     /* coalesced snapshot rebuild after registry or DNS changes */
     uint64_t last_rebuild;  /* uv_now of the last rebuild */
@@ -221,8 +221,9 @@ static void on_reg_tick(uv_timer_t *t)
 {
     (void)t;
     int64_t now = (int64_t)uv_now(G.loop);
-    mg_registry_expire(G.reg, now);
-    if (G.store && ++G.reg_ticks % 4 == 0) {
+    if (mg_registry_next_deadline(G.reg) <= now)
+        mg_registry_expire(G.reg, now);
+    if (G.store && ++G.reg_ticks % 20 == 0) {
         int rc = mg_store_sync(G.store, G.reg, now, wall_ms());
         if (rc)
             mg_warn("registry store: sync failed: %s", mg_strerror(rc));
@@ -287,7 +288,7 @@ static void registry_timers_start(void)
     if (!G.reg)
         return;
     uv_timer_init(G.loop, &G.reg_tick);
-    uv_timer_start(&G.reg_tick, on_reg_tick, 250, 250);
+    uv_timer_start(&G.reg_tick, on_reg_tick, 50, 50);
     G.reg_timers = true;
     /* HTTP/TCP checks of registrations (those loaded from the store too) */
     G.checker = mg_reg_checker_new(G.loop, G.reg);
