@@ -3,7 +3,7 @@
 # meshgate needs. Idempotent: does nothing when all are present.
 set -euo pipefail
 PKGS=(build-essential cmake pkg-config libuv1-dev libyaml-dev libcmocka-dev
-      clang libclang-rt-14-dev python3 python3-pytest curl wrk nginx-light haproxy
+      clang libclang-rt-14-dev python3 python3-pytest python3-consul curl wrk nginx-light haproxy
       valgrind libhiredis-dev redis-server libjansson-dev libsqlite3-dev)
 missing=()
 for p in "${PKGS[@]}"; do

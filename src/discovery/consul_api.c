@@ -857,7 +857,14 @@ mg_consul_verdict_t mg_consul_handle(mg_consul_api_t *a, const mg_consul_req_t *
              mg_slice_eq(path, MG_SLICE_LIT("/v1/status/leader")) || mg_slice_eq(path, MG_SLICE_LIT("/v1/agent/self")))
         kind = R_READ;
     if (kind == R_NONE) return text(resp, 404, "404 page not found");
-    if ((kind == R_WRITE && !put) || (kind == R_READ && !get)) {
+    /* Consul before 1.0 took GET for the bodiless agent writes, and clients
+     * of that era still send it (Debian's python3-consul 0.7: ttl_pass,
+     * service.deregister); accepted, with the same token rule. */
+    bool legacy_get = get && kind == R_WRITE && !mg_slice_eq(req->method, MG_SLICE_LIT("HEAD")) &&
+                      (prefix(path, "/v1/agent/service/deregister/", &rest) ||
+                       prefix(path, "/v1/agent/check/pass/", &rest) || prefix(path, "/v1/agent/check/warn/", &rest) ||
+                       prefix(path, "/v1/agent/check/fail/", &rest));
+    if ((kind == R_WRITE && !put && !legacy_get) || (kind == R_READ && !get)) {
         a->stats.bad_requests++;
         text(resp, 405, "method %.*s not allowed", (int)(req->method.n > 16 ? 16 : req->method.n), req->method.p);
         return MG_CONSUL_DONE;

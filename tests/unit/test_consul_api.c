@@ -294,6 +294,7 @@ static void test_malformed(void **st)
 
     /* wrong methods, unknown paths, update bodies */
     assert_int_equal(call(f, "GET", "/v1/agent/service/register", NULL), 405);
+    assert_int_equal(call(f, "GET", "/v1/agent/check/update/x", NULL), 405); /* has a body: PUT only */
     assert_int_equal(call(f, "PUT", "/v1/health/service/web", NULL), 405);
     assert_int_equal(call(f, "GET", "/v1/kv/x", NULL), 404);
     assert_int_equal(call(f, "PUT", "/v1/agent/check/update/service:web-1", "{\"Status\":\"great\"}"), 400);
