@@ -44,7 +44,7 @@ bench: deps build
 	@BENCH=routes ROUNDS=3 bash bench/run.sh
 	@BENCH=resilience ROUNDS=3 bash bench/run.sh
 	@BENCH=ratelimit ROUNDS=3 bash bench/run.sh
-	@BENCH=registry ROUNDS=3 bash bench/run.sh
+	@BENCH=registry ROUNDS=5 bash bench/run.sh
 
 clean:
 	rm -rf build build-san build-fuzz
