@@ -1130,6 +1130,53 @@ class Meshgate:
         return data
 
 
+# ---------------------------------------------------------------------------
+# the seed's gateway config (examples/seed-gateway.yaml) and its local file
+# ---------------------------------------------------------------------------
+
+SEED = os.path.join(ROOT, "examples", "seed-gateway.yaml")
+
+
+def seed_without(*names):
+    """The seed's text minus its filter items `- name: N` for each N (each
+    item is 4 lines: the name, "args:" and its two arguments)."""
+    out, skip = [], 0
+    for line in open(SEED).read().splitlines(keepends=True):
+        if line.strip() in {f"- name: {n}" for n in names}:
+            skip = 4
+        if skip:
+            skip -= 1
+            continue
+        out.append(line)
+    return "".join(out)
+
+
+def seed_local_yaml(port, admin_port, users, orders, workers=1, redis_port=None, zones=False, access_log=True):
+    """The second file a user keeps next to the untouched seed: ports, and
+    simple-discovery instances for user-service and order-service (user
+    instances labelled zone: z<i> with zones=True), optionally Redis."""
+    lines = [
+        f"server:\n  port: {port}\n",
+        f"management:\n  server:\n    port: {admin_port}\n",
+        f"workers: {workers}\n",
+    ]
+    if not access_log:
+        lines.append("access_log: off\n")
+    lines.append("spring:\n")
+    if redis_port:
+        lines.append(f"  data:\n    redis:\n      host: 127.0.0.1\n      port: {redis_port}\n")
+    lines.append("  cloud:\n    discovery:\n      client:\n        simple:\n          instances:\n")
+    lines.append("            user-service:\n")
+    for i, u in enumerate(users):
+        lines.append(f"              - uri: http://{u.addr}\n")
+        if zones:
+            lines.append(f"                metadata: {{zone: z{i}}}\n")
+    lines.append("            order-service:\n")
+    for u in orders:
+        lines.append(f"              - uri: http://{u.addr}\n")
+    return "".join(lines)
+
+
 def make_config(listen_port, admin_port, routes, clusters, **top):
     cfg = {
         "listen": f"127.0.0.1:{listen_port}",
@@ -1169,6 +1216,12 @@ def upstream_factory():
     yield make
     for u in made:
         u.close()
+
+
+@pytest.fixture
+def upstreams(upstream_factory):
+    """upstreams(name) -> an echo upstream called name."""
+    return lambda name: upstream_factory(name=name)
 
 
 @pytest.fixture

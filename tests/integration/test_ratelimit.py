@@ -15,66 +15,14 @@ Timing: a burst is sent as fast as the client can; the bucket refills at
 measured elapsed time, never exactly.
 """
 import math
-import os
-import socket
-import subprocess
 import time
 
 import pytest
 
-from conftest import (ROOT, Client, Meshgate, Upstream, free_port, http_request, wait_until)
+from conftest import Meshgate, free_port, http_request, seed_local_yaml, seed_without, wait_until
 
-SEED = os.path.join(ROOT, "examples", "seed-gateway.yaml")
 RATE, BURST = 10, 20
 ORDERS = "/api/orders/1"
-
-
-def seed_text():
-    """The seed minus its CircuitBreaker item (4 lines)."""
-    out, skip = [], 0
-    for line in open(SEED).read().splitlines(keepends=True):
-        if line.strip() == "- name: CircuitBreaker":
-            skip = 4
-        if skip:
-            skip -= 1
-            continue
-        out.append(line)
-    text = "".join(out)
-    assert "redis-rate-limiter.replenishRate: 10" in text
-    return text
-
-
-def local_yaml(port, admin_port, users, orders, workers=1, redis_port=None):
-    lines = [
-        f"server:\n  port: {port}\n",
-        f"management:\n  server:\n    port: {admin_port}\n",
-        f"workers: {workers}\n",
-        "access_log: off\n",
-        "spring:\n",
-    ]
-    if redis_port:
-        lines.append(f"  data:\n    redis:\n      host: 127.0.0.1\n      port: {redis_port}\n")
-    lines.append("  cloud:\n    discovery:\n      client:\n        simple:\n          instances:\n")
-    lines.append("            user-service:\n")
-    for u in users:
-        lines.append(f"              - uri: http://{u.addr}\n")
-    lines.append("            order-service:\n")
-    for u in orders:
-        lines.append(f"              - uri: http://{u.addr}\n")
-    return "".join(lines)
-
-
-@pytest.fixture
-def upstreams():
-    made = []
-
-    def make(name):
-        u = Upstream(name=name)
-        made.append(u)
-        return u
-    yield make
-    for u in made:
-        u.close()
 
 
 @pytest.fixture
@@ -87,9 +35,9 @@ def gateways(tmp_path, upstreams):
     def start(workers=1, redis_port=None):
         port, admin_port = free_port(), free_port()
         name = f"seed{len(made)}"
-        m = Meshgate(tmp_path, seed_text(), name=name)
+        m = Meshgate(tmp_path, seed_without("CircuitBreaker"), name=name)
         local = tmp_path / f"{name}-local.yaml"
-        local.write_text(local_yaml(port, admin_port, [users], [orders], workers, redis_port))
+        local.write_text(seed_local_yaml(port, admin_port, [users], [orders], workers, redis_port, access_log=False))
         m.config = {"listen": f"127.0.0.1:{port}", "admin": f"127.0.0.1:{admin_port}"}
         m.start(extra_args=("-c", str(local)))
         m.orders = orders

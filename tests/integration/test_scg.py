@@ -9,18 +9,21 @@ message); a copy of the seed without the CircuitBreaker/RateLimiter entries
 must route /api/users/42 to a user-service instance as /42 with
 X-Service-Name: user-service.
 """
-import json
 import os
 import re
 import subprocess
 
 import pytest
 
-from conftest import (MESHGATE, ROOT, Meshgate, Upstream, admin_get, free_port, http_request,
-                      wait_until)
+from conftest import (MESHGATE, ROOT, SEED, Meshgate, free_port, http_request, seed_local_yaml,
+                      seed_without, wait_until)
 
-SEED = os.path.join(ROOT, "examples", "seed-gateway.yaml")
 ERR_RX = re.compile(r"^(?P<file>.+?):(?P<line>\d+):(?P<col>\d+): (?P<msg>\S.*)$", re.M)
+
+
+def local_yaml(*args, **kw):
+    """The seed's local file, user-service instances labelled zone: z<i>."""
+    return seed_local_yaml(*args, zones=True, **kw)
 
 
 def run_cli(*args, timeout=20):
@@ -28,49 +31,6 @@ def run_cli(*args, timeout=20):
         pytest.fail(f"meshgate binary not found at {MESHGATE}")
     p = subprocess.run([MESHGATE, *args], capture_output=True, timeout=timeout)
     return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
-
-
-def strip_resilience(text):
-    """The seed minus its CircuitBreaker and RateLimiter list items."""
-    out, skip = [], 0
-    for line in text.splitlines(keepends=True):
-        s = line.strip()
-        if s in ("- name: CircuitBreaker", "- name: RateLimiter"):
-            skip = 4  # the item, "args:" and its two arguments
-        if skip:
-            skip -= 1
-            continue
-        out.append(line)
-    return "".join(out)
-
-
-def local_yaml(port, admin_port, users, orders, workers=1):
-    lines = [
-        f"server:\n  port: {port}\n",
-        f"management:\n  server:\n    port: {admin_port}\n",
-        f"workers: {workers}\n",
-        "spring:\n  cloud:\n    discovery:\n      client:\n        simple:\n          instances:\n",
-        "            user-service:\n",
-    ]
-    for i, u in enumerate(users):
-        lines.append(f"              - uri: http://{u.addr}\n                metadata: {{zone: z{i}}}\n")
-    lines.append("            order-service:\n")
-    for u in orders:
-        lines.append(f"              - uri: http://{u.addr}\n")
-    return "".join(lines)
-
-
-@pytest.fixture
-def upstreams():
-    made = []
-
-    def make(name):
-        u = Upstream(name=name)
-        made.append(u)
-        return u
-    yield make
-    for u in made:
-        u.close()
 
 
 def test_seed_verbatim_needs_its_fallback_route(tmp_path, upstreams):
@@ -94,14 +54,14 @@ def test_seed_example_files_check(tmp_path):
     assert rc == 0, err
     assert "3 routes, 2 clusters" in out  # + the /fallback/users respond route
     stripped = tmp_path / "seed.yaml"
-    stripped.write_text(strip_resilience(open(SEED).read()))
+    stripped.write_text(seed_without("CircuitBreaker", "RateLimiter"))
     rc, out, err = run_cli("check", "-c", str(stripped), "-c", os.path.join(ROOT, "examples", "seed-local.yaml"))
     assert rc == 0, err
     assert "3 routes, 2 clusters" in out
 
 
 def test_bad_file_refused_with_line_and_column(tmp_path, upstreams):
-    text = strip_resilience(open(SEED).read()).replace("- StripPrefix=2", "- StripPrefx=2", 1)
+    text = seed_without("CircuitBreaker", "RateLimiter").replace("- StripPrefix=2", "- StripPrefx=2", 1)
     bad = tmp_path / "seed-bad.yaml"
     bad.write_text(text)
     local = tmp_path / "local.yaml"
@@ -128,7 +88,7 @@ def seed_gw(tmp_path, upstreams):
     users = [upstreams("user-1"), upstreams("user-2")]
     orders = [upstreams("order-1")]
     port, admin_port = free_port(), free_port()
-    m = Meshgate(tmp_path, strip_resilience(open(SEED).read()), name="seed")
+    m = Meshgate(tmp_path, seed_without("CircuitBreaker", "RateLimiter"), name="seed")
     local = tmp_path / "local.yaml"
     local.write_text(local_yaml(port, admin_port, users, orders))
     m.config = {"listen": f"127.0.0.1:{port}", "admin": f"127.0.0.1:{admin_port}"}
@@ -176,7 +136,7 @@ def test_admin_routes_show_predicates_filters_and_matches(seed_gw):
 
 def test_config_print_migration_aid(tmp_path, upstreams):
     stripped = tmp_path / "seed.yaml"
-    stripped.write_text(strip_resilience(open(SEED).read()))
+    stripped.write_text(seed_without("CircuitBreaker", "RateLimiter"))
     local = tmp_path / "local.yaml"
     local.write_text(local_yaml(free_port(), free_port(), [upstreams("u1"), upstreams("u2")], [upstreams("o1")]))
     rc, out, err = run_cli("config", "print", "-c", str(stripped), "-c", str(local))
