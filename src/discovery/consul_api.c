@@ -277,9 +277,11 @@ static void w_weights(mg_buf_t *b, const mg_reg_def_t *d)
     mg_buf_addf(b, "{\"Passing\":%u,\"Warning\":%u}", d->weight_passing, d->weight_warning);
 }
 
-static void w_node(mg_buf_t *b, const mg_registry_opts_t *o)
+/* "ID"...,"TaggedAddresses":{...} of the node: shared by a health entry's
+ * Node object and the flat catalog entries. */
+static void w_node_fields(mg_buf_t *b, const mg_registry_opts_t *o)
 {
-    mg_buf_lit(b, "{\"ID\":");
+    mg_buf_lit(b, "\"ID\":");
     jstr(b, o->node_id);
     mg_buf_lit(b, ",\"Node\":");
     jstr(b, o->node_name);
@@ -291,7 +293,14 @@ static void w_node(mg_buf_t *b, const mg_registry_opts_t *o)
     jstr(b, o->node_address);
     mg_buf_lit(b, ",\"wan\":");
     jstr(b, o->node_address);
-    mg_buf_lit(b, "},\"Meta\":{},\"CreateIndex\":1,\"ModifyIndex\":1}");
+    mg_buf_lit(b, "}");
+}
+
+static void w_node(mg_buf_t *b, const mg_registry_opts_t *o)
+{
+    mg_buf_lit(b, "{");
+    w_node_fields(b, o);
+    mg_buf_lit(b, ",\"Meta\":{},\"CreateIndex\":1,\"ModifyIndex\":1}");
 }
 
 /* AgentService (agent/services) or the Service of a health entry. */
@@ -796,19 +805,9 @@ static mg_consul_verdict_t h_catalog_service(mg_consul_api_t *a, const mg_consul
             if (!tags_match(req->query, d)) continue;
             if (!first) mg_buf_lit(b, ",");
             first = false;
-            mg_buf_lit(b, "{\"ID\":");
-            jstr(b, o->node_id);
-            mg_buf_lit(b, ",\"Node\":");
-            jstr(b, o->node_name);
-            mg_buf_lit(b, ",\"Address\":");
-            jstr(b, o->node_address);
-            mg_buf_lit(b, ",\"Datacenter\":");
-            jstr(b, o->datacenter);
-            mg_buf_lit(b, ",\"TaggedAddresses\":{\"lan\":");
-            jstr(b, o->node_address);
-            mg_buf_lit(b, ",\"wan\":");
-            jstr(b, o->node_address);
-            mg_buf_lit(b, "},\"NodeMeta\":{},\"ServiceKind\":\"\",\"ServiceID\":");
+            mg_buf_lit(b, "{");
+            w_node_fields(b, o);
+            mg_buf_lit(b, ",\"NodeMeta\":{},\"ServiceKind\":\"\",\"ServiceID\":");
             jstr(b, d->id);
             mg_buf_lit(b, ",\"ServiceName\":");
             jstr(b, d->name);
