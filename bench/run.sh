@@ -717,6 +717,19 @@ compare_report() {
         echo
         echo "targets:"
         printf '  req/CPU-s %s = %5s  (target >= %s)  %s\n' "$label" "$r" "$target" "$(pass "$r" '>=' "$target")"
+        # Each round runs both targets back to back, so a round's ratio is
+        # not moved by slow drift of the machine; shown to judge the noise.
+        awk -F'\t' -v a="$a" -v b="$b" '
+            $10 == "OK" && $2 == a { ra[$1] = $7 }
+            $10 == "OK" && $2 == b { rb[$1] = $7 }
+            END {
+                n = 0; line = ""
+                for (k in ra) if ((k in rb) && ra[k] > 0) { v[++n] = rb[k] / ra[k] }
+                for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+                for (i = 1; i <= n; i++) line = line sprintf(" %.2f", v[i])
+                if (n) printf "  per-round ratios (sorted):%s; median %.2f (informative)\n", line,
+                              n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+            }' "$RAW"
         if [ -n "${4:-}" ] && [ -n "${T_URL[$4]:-}" ]; then
             printf '  req/CPU-s %s ÷ %s = %5s  (reported)\n' "$4" "$a" "$(ratio "${M_RPC[$4]}" "${M_RPC[$a]}")"
         fi
