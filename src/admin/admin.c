@@ -186,6 +186,27 @@ static void ep_source_labels(mg_buf_t *b, const mg_endpoint_t *ep)
     mg_buf_add(b, "}", 1);
 }
 
+/* A registry endpoint's instance, check status and last heartbeat, read
+ * live from the registry (a heartbeat does not rebuild the snapshot; the
+ * snapshot's status is the one it was built with). */
+static void registry_ep_json(mg_buf_t *b, const mg_admin_t *a, const mg_endpoint_t *ep)
+{
+    mg_buf_lit(b, ",\"instance_id\":");
+    mg_buf_json_str(b, mg_slice_cstr(ep->instance_id ? ep->instance_id : ""));
+    const mg_reg_instance_t *in = a->reg && ep->instance_id ? mg_registry_instance_get(a->reg, ep->instance_id) : NULL;
+    mg_buf_addf(b, ",\"check_status\":\"%s\"",
+                mg_check_status_name(in ? mg_reg_instance_status(in) : (mg_check_status_t)ep->check_status));
+    int64_t now = (int64_t)uv_now(a->loop), last = -1;
+    for (size_t k = 0; in && k < in->def.nchecks; k++) {
+        const mg_reg_check_t *ck = &in->checks[k];
+        int64_t beat = ck->ttl_deadline_ms - ck->def->ttl_ms; /* re-armed to now + TTL at each heartbeat */
+        if (ck->def->kind == MG_CHECK_TTL && beat > last)
+            last = beat;
+    }
+    if (last >= 0)
+        mg_buf_addf(b, ",\"last_heartbeat_ms_ago\":%lld", (long long)(now > last ? now - last : 0));
+}
+
 static void get_clusters(admin_conn_t *c, mg_snapshot_t *snap)
 {
     uint32_t nw = mg_server_workers(c->a->srv);
@@ -211,12 +232,8 @@ static void get_clusters(admin_conn_t *c, mg_snapshot_t *snap)
             mg_buf_addf(&b, "%s{\"address\":", j ? "," : "");
             mg_buf_json_str(&b, mg_slice_cstr(st->name));
             ep_source_labels(&b, ep);
-            if (ep->source == MG_EP_REGISTRY) {
-                mg_buf_lit(&b, ",\"instance_id\":");
-                mg_buf_json_str(&b, mg_slice_cstr(ep->instance_id ? ep->instance_id : ""));
-                mg_buf_addf(&b, ",\"check_status\":\"%s\"",
-                            mg_check_status_name((mg_check_status_t)ep->check_status));
-            }
+            if (ep->source == MG_EP_REGISTRY)
+                registry_ep_json(&b, c->a, ep);
             mg_buf_addf(&b,
                         ",\"pool\":{\"idle\":%" PRIu64 ",\"active\":%" PRIu64 "},\"requests\":%" PRIu64
                         ",\"connections_opened\":%" PRIu64 ",\"failures\":%" PRIu64,

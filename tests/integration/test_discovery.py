@@ -85,6 +85,7 @@ def test_register_pass_traffic_flows(mg, upstream_factory, tmp_path):
     assert [e["address"] for e in c["endpoints"]] == [up.addr]
     e = c["endpoints"][0]
     assert e["source"] == "registry" and e["instance_id"] == "user-1" and e["check_status"] == "passing"
+    assert 0 <= e["last_heartbeat_ms_ago"] < 10000
     assert e["labels"] == {"version": "1.2", "zone": "a"}
 
 
