@@ -77,6 +77,10 @@ void mg_cfg_dns_defaults(mg_config_t *cfg);
 void mg_cfg_dns_free(mg_dns_cfg_t *d, size_t n);
 void mg_cfg_discovery_dns_free(mg_config_t *cfg);
 
+/* print.c: s as a YAML double-quoted scalar (escapes ", \, controls; NULL
+ * prints ""). Shared by every part of `meshgate config print`. */
+void mg_cfg_print_str(FILE *f, const char *s);
+
 /* scg.c: if root is a Kubernetes ConfigMap, parse the YAML files of its
  * data (positions into the outer file, whose raw text is data[0..len)) and
  * return their merge in *out; otherwise *out = root. */

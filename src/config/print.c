@@ -13,7 +13,8 @@
 #include "config/cfg_int.h"
 #include "config/resilience_cfg.h"
 
-static void q(FILE *f, const char *s)
+/* A YAML double-quoted scalar (cfg_int.h). */
+void mg_cfg_print_str(FILE *f, const char *s)
 {
     fputc('"', f);
     for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
@@ -30,7 +31,7 @@ static void addr(FILE *f, const mg_addr_cfg_t *a)
 {
     char buf[300];
     snprintf(buf, sizeof buf, strchr(a->host, ':') ? "[%s]:%u" : "%s:%u", a->host, a->port);
-    q(f, buf);
+    mg_cfg_print_str(f, buf);
 }
 
 static void plugins(FILE *f, const mg_plugin_list_t *l, const char *ind)
@@ -39,14 +40,14 @@ static void plugins(FILE *f, const mg_plugin_list_t *l, const char *ind)
         const mg_plugin_cfg_t *pc = &l->v[i];
         if (mg_rcfg_print_skip(pc)) continue; /* written as the route's circuit_breaker: */
         fprintf(f, "%s- name: ", ind);
-        q(f, pc->name);
+        mg_cfg_print_str(f, pc->name);
         fputc('\n', f);
         if (!pc->nargs) continue;
         fprintf(f, "%s  args:\n", ind);
         for (size_t j = 0; j < pc->nargs; j++) {
             const mg_arg_cfg_t *a = &pc->args[j];
             fprintf(f, "%s    ", ind);
-            q(f, a->key);
+            mg_cfg_print_str(f, a->key);
             fputs(": ", f);
             bool list = a->nvalues != 1;
             const mg_plugin_spec_t *s = mg_plugin_find(MG_PLUGIN_PREDICATE, pc->name, strlen(pc->name));
@@ -58,7 +59,7 @@ static void plugins(FILE *f, const mg_plugin_list_t *l, const char *ind)
             if (list) fputc('[', f);
             for (size_t v = 0; v < a->nvalues; v++) {
                 if (v) fputs(", ", f);
-                q(f, a->values[v]);
+                mg_cfg_print_str(f, a->values[v]);
             }
             if (list) fputc(']', f);
             fputc('\n', f);
@@ -92,14 +93,14 @@ int mg_config_print(const mg_config_t *cfg, FILE *f)
             cfg->response_timeout_ms, cfg->drain_timeout_ms);
     if (cfg->redis.enabled) {
         fputs("redis:\n  host: ", f);
-        q(f, cfg->redis.host);
+        mg_cfg_print_str(f, cfg->redis.host);
         fprintf(f, "\n  port: %u\n  timeout: %u\n", cfg->redis.port, cfg->redis.timeout_ms);
     }
     fprintf(f, "discovery:\n  registry: %s\n  data_dir: ", cfg->discovery.registry ? "true" : "false");
-    q(f, cfg->discovery.data_dir);
+    mg_cfg_print_str(f, cfg->discovery.data_dir);
     if (cfg->discovery.token) {
         fputs("\n  token: ", f);
-        q(f, cfg->discovery.token);
+        mg_cfg_print_str(f, cfg->discovery.token);
     }
     fprintf(f, "\n  max_instances: %u\n", cfg->discovery.max_instances);
     if (cfg->discovery.use404)
@@ -120,9 +121,9 @@ int mg_config_print(const mg_config_t *cfg, FILE *f)
             strncat(url, tail, sizeof url - strlen(url) - 1);
         }
         fputs("  backend: redis\n  url: ", f);
-        q(f, url);
+        mg_cfg_print_str(f, url);
         fputs("\n  prefix: ", f);
-        q(f, cfg->discovery.prefix ? cfg->discovery.prefix : "meshgate:registry");
+        mg_cfg_print_str(f, cfg->discovery.prefix ? cfg->discovery.prefix : "meshgate:registry");
         fputc('\n', f);
     }
     const mg_locator_cfg_t *lc = &cfg->discovery.locator;
@@ -131,7 +132,7 @@ int mg_config_print(const mg_config_t *cfg, FILE *f)
                 lc->lower_case_service_id ? "true" : "false");
         if (lc->route_id_prefix) {
             fputs("    route_id_prefix: ", f);
-            q(f, lc->route_id_prefix);
+            mg_cfg_print_str(f, lc->route_id_prefix);
             fputc('\n', f);
         }
         if (lc->custom_predicates) {
@@ -148,7 +149,7 @@ int mg_config_print(const mg_config_t *cfg, FILE *f)
             cfg->discovery.dns.max_refresh_ms);
     if (cfg->discovery.dns.hosts_file) {
         fputs("    hosts_file: ", f);
-        q(f, cfg->discovery.dns.hosts_file);
+        mg_cfg_print_str(f, cfg->discovery.dns.hosts_file);
         fputc('\n', f);
     }
     if (cfg->discovery.dns.nresolvers) fputs("    resolvers:\n", f);
@@ -158,7 +159,7 @@ int mg_config_print(const mg_config_t *cfg, FILE *f)
         fputc('\n', f);
     }
     fputs("access_log: ", f);
-    if (cfg->access_log) q(f, cfg->access_log);
+    if (cfg->access_log) mg_cfg_print_str(f, cfg->access_log);
     else fputs("off", f);
     fputc('\n', f);
 
@@ -170,14 +171,14 @@ int mg_config_print(const mg_config_t *cfg, FILE *f)
         const mg_cluster_cfg_t *c = &cfg->clusters[i];
         if (c->synthesized || c->from_registry) continue; /* re-made from the route's uri / to */
         fputs("  ", f);
-        q(f, c->name);
+        mg_cfg_print_str(f, c->name);
         fputs(":\n", f);
         if (c->ndns) fputs("    dns:\n", f);
         for (size_t j = 0; j < c->ndns; j++) {
             static const char *const fams[] = { "any", "v4", "v6" };
             const mg_dns_cfg_t *d = &c->dns[j];
             fputs(d->name ? "      - name: " : "      - srv: ", f);
-            q(f, d->name ? d->name : d->srv);
+            mg_cfg_print_str(f, d->name ? d->name : d->srv);
             if (d->name) fprintf(f, "\n        port: %u", d->port);
             fprintf(f, "\n        family: %s\n", fams[d->family]);
             if (d->refresh_ms) fprintf(f, "        refresh: %u\n", d->refresh_ms);
@@ -196,9 +197,9 @@ int mg_config_print(const mg_config_t *cfg, FILE *f)
             fputs("\n        labels:\n", f);
             for (size_t k = 0; k < a->nlabels; k++) {
                 fputs("          ", f);
-                q(f, a->labels[k].key);
+                mg_cfg_print_str(f, a->labels[k].key);
                 fputs(": ", f);
-                q(f, a->labels[k].value);
+                mg_cfg_print_str(f, a->labels[k].value);
                 fputc('\n', f);
             }
         }
@@ -214,20 +215,20 @@ int mg_config_print(const mg_config_t *cfg, FILE *f)
     for (size_t i = 0; i < cfg->nroutes; i++) {
         const mg_route_cfg_t *r = &cfg->routes[i];
         fputs("  - id: ", f);
-        q(f, r->id);
+        mg_cfg_print_str(f, r->id);
         fputc('\n', f);
         if (r->order) fprintf(f, "    order: %d\n", (int)r->order);
         if (r->path) {
             fputs("    path: ", f);
-            q(f, r->path);
+            mg_cfg_print_str(f, r->path);
             fputc('\n', f);
         }
         if (r->uri) {
             fputs("    uri: ", f);
-            q(f, r->uri);
+            mg_cfg_print_str(f, r->uri);
         } else if (r->cluster) { /* else respond: (mg_rcfg_print_route) */
             fputs("    to: ", f);
-            q(f, r->cluster);
+            mg_cfg_print_str(f, r->cluster);
         }
         if (r->uri || r->cluster) fputc('\n', f);
         if (r->predicates.n) {

@@ -1206,19 +1206,6 @@ int mg_rcfg_finish(mg_cfg_ctx_t *ctx)
 
 bool mg_rcfg_print_skip(const mg_plugin_cfg_t *pc) { return !strcmp(pc->name, "CircuitBreaker"); }
 
-static void qs(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
-        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
-        else if (*p == '\n') fputs("\\n", f);
-        else if (*p == '\t') fputs("\\t", f);
-        else if (*p < 0x20 || *p == 0x7f) fprintf(f, "\\x%02x", *p);
-        else fputc(*p, f);
-    }
-    fputc('"', f);
-}
-
 static void print_breaker(FILE *f, const mg_breaker_cfg_t *b, const char *ind)
 {
     if (b->mode == MG_CB_MODE_CONSECUTIVE) {
@@ -1264,7 +1251,7 @@ void mg_rcfg_print_cluster(FILE *f, const mg_cluster_cfg_t *c)
     }
     if (c->has_health) {
         fputs("    health_check:\n      path: ", f);
-        qs(f, c->health.path);
+        mg_cfg_print_str(f, c->health.path);
         fprintf(f, "\n      interval: %u\n      timeout: %u\n      healthy_threshold: %u\n      unhealthy_threshold: %u\n"
                    "      expected_statuses: ",
                 c->health.interval_ms, c->health.timeout_ms, c->health.healthy_threshold, c->health.unhealthy_threshold);
@@ -1291,26 +1278,26 @@ void mg_rcfg_print_route(FILE *f, const mg_config_t *cfg, const mg_route_cfg_t *
                 char name[256];
                 snprintf(name, sizeof name, "%.*s", colon ? (int)(colon - line) : 0, line);
                 fputs("        ", f);
-                qs(f, name);
+                mg_cfg_print_str(f, name);
                 fputs(": ", f);
-                qs(f, colon ? colon + 2 : "");
+                mg_cfg_print_str(f, colon ? colon + 2 : "");
                 fputc('\n', f);
             }
         }
         if (r->respond_body) {
             fputs("      body: ", f);
-            qs(f, r->respond_body);
+            mg_cfg_print_str(f, r->respond_body);
             fputc('\n', f);
         }
     }
     if (r->has_breaker) {
         fputs("    circuit_breaker:\n      name: ", f);
-        qs(f, r->breaker_name);
+        mg_cfg_print_str(f, r->breaker_name);
         fputc('\n', f);
         print_breaker(f, &r->breaker, "      ");
         if (r->fallback_path) {
             fputs("      fallback: ", f);
-            qs(f, r->fallback_path);
+            mg_cfg_print_str(f, r->fallback_path);
             fputc('\n', f);
         }
         fprintf(f, "      time_limit: %u\n      resume_without_error: %s\n", r->time_limit_ms,
