@@ -14,6 +14,7 @@
 #include "config/yaml_tree.h"
 #include "core/err.h"
 #include "cfg_errors.h"
+#include "repo_file.h"
 
 static mg_config_t *load1(const char *name, const char *yaml, char *err, size_t errlen)
 {
@@ -420,9 +421,7 @@ static void test_files(void **state)
 {
     (void)state;
     char path[4096], err[512] = "";
-    const char *src = __FILE__, *slash = strrchr(src, '/');
-    snprintf(path, sizeof path, "%.*s/../../examples/gateway.yaml", (int)(slash ? slash - src : 1),
-             slash ? src : ".");
+    mg_test_repo_path(path, sizeof path, "examples/gateway.yaml");
     const char *files[] = { path };
     mg_config_t *cfg = NULL;
     if (mg_config_load(files, 1, &cfg, err, sizeof err) != 0) fail_msg("%s", err);

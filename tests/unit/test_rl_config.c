@@ -21,22 +21,7 @@
 #include "ratelimit/limiter.h"
 #include "ratelimit/local.h"
 #include "route/route.h"
-
-static char *slurp(const char *rel)
-{
-    char path[4096];
-    const char *src = __FILE__, *slash = strrchr(src, '/');
-    snprintf(path, sizeof path, "%.*s/../../%s", (int)(slash ? slash - src : 1), slash ? src : ".", rel);
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    static char buf[2][65536];
-    static int k;
-    char *b = buf[k++ % 2];
-    size_t n = fread(b, 1, sizeof buf[0] - 1, f);
-    b[n] = '\0';
-    fclose(f);
-    return b;
-}
+#include "repo_file.h"
 
 /* The seed without its CircuitBreaker item (4 lines; the resilience work). */
 static char *strip_cb(const char *seed)
@@ -92,7 +77,7 @@ static const mg_route_t *route_by_id(const mg_route_table_t *t, const char *id)
 static void test_seed_rate_limiter(void **state)
 {
     (void)state;
-    const char *seed = strip_cb(slurp("examples/seed-gateway.yaml")), *local = slurp("examples/seed-local.yaml");
+    const char *seed = strip_cb(mg_test_slurp("examples/seed-gateway.yaml")), *local = mg_test_slurp("examples/seed-local.yaml");
     assert_non_null(local);
     assert_non_null(strstr(seed, "redis-rate-limiter.burstCapacity: 20"));
     mg_config_buffer_t bufs[2] = { { "seed-gateway.yaml", seed, strlen(seed) }, { "seed-local.yaml", local, strlen(local) } };

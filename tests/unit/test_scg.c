@@ -13,22 +13,7 @@
 #include "core/err.h"
 #include "gw_harness.h"
 #include "cfg_errors.h"
-
-static char *slurp(const char *rel)
-{
-    char path[4096];
-    const char *src = __FILE__, *slash = strrchr(src, '/');
-    snprintf(path, sizeof path, "%.*s/../../%s", (int)(slash ? slash - src : 1), slash ? src : ".", rel);
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    static char buf[4][65536];
-    static int k;
-    char *b = buf[k++ % 4];
-    size_t n = fread(b, 1, sizeof buf[0] - 1, f);
-    b[n] = '\0';
-    fclose(f);
-    return b;
-}
+#include "repo_file.h"
 
 static int load2(const char *a, const char *b, mg_config_t **cfg, char *err, size_t errlen)
 {
@@ -63,7 +48,7 @@ static char *strip_resilience(const char *seed)
 static void test_seed_with_breaker(void **state)
 {
     (void)state;
-    const char *seed = slurp("examples/seed-gateway.yaml"), *local = slurp("examples/seed-local.yaml");
+    const char *seed = mg_test_slurp("examples/seed-gateway.yaml"), *local = mg_test_slurp("examples/seed-local.yaml");
     assert_non_null(seed);
     assert_non_null(local);
     mg_config_t *cfg = NULL;
@@ -80,7 +65,7 @@ static void test_seed_with_breaker(void **state)
 static void test_seed_loads(void **state)
 {
     (void)state;
-    const char *seed = strip_resilience(slurp("examples/seed-gateway.yaml")), *local = slurp("examples/seed-local.yaml");
+    const char *seed = strip_resilience(mg_test_slurp("examples/seed-gateway.yaml")), *local = mg_test_slurp("examples/seed-local.yaml");
     mg_config_t *cfg = NULL;
     char err[512] = "";
     if (load2(seed, local, &cfg, err, sizeof err) != 0) fail_msg("%s\n%s", err, seed);
@@ -143,7 +128,7 @@ static void test_seed_loads(void **state)
 static void test_print_roundtrip(void **state)
 {
     (void)state;
-    const char *seed = strip_resilience(slurp("examples/seed-gateway.yaml")), *local = slurp("examples/seed-local.yaml");
+    const char *seed = strip_resilience(mg_test_slurp("examples/seed-gateway.yaml")), *local = mg_test_slurp("examples/seed-local.yaml");
     const char *extra =
         "management: {server: {port: 9911}}\n"
         "spring:\n  cloud:\n    gateway:\n      default-filters: [SecureHeaders]\n"
