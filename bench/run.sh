@@ -677,23 +677,7 @@ bench_routes() {
     start_meshgate routes-10k "$TMP/routes-10k.yaml" "$((BASE_PORT + 3))"
     log "targets: ${T_ORDER[*]}; $ROUNDS rounds x ${DURATION}s each"
     run_rounds "${T_ORDER[@]}"
-    local rep="$TMP/report.txt" r
-    {
-        header
-        echo
-        table "${T_ORDER[@]}"
-        r=$(ratio "${M_RPC[routes-10k]}" "${M_RPC[routes-10]}")
-        echo
-        echo "targets:"
-        printf '  req/CPU-s 10,000 routes ÷ 10 routes = %5s  (target >= 0.90)  %s\n' "$r" "$(pass "$r" '>=' 0.90)"
-    } > "$rep"
-    echo
-    cat "$rep"
-    write_results "$rep"
-    if awk -F'\t' '$10 != "OK" { bad = 1 } END { exit !bad }' "$RAW"; then
-        log "some runs had errors (ERR); exit status 3"
-        exit 3
-    fi
+    COMPARE_TARGET=0.90 compare_report routes-10 routes-10k "10,000 routes ÷ 10 routes"
 }
 
 # base_config PORT UPSTREAM_PORT ROUTE_EXTRA CLUSTER_EXTRA: one route, one
