@@ -10,18 +10,32 @@
 
 #include "core/err.h"
 
-int mg_cfg_error(mg_cfg_ctx_t *ctx, const mg_ynode_t *at, const char *fmt, ...)
+static int verror(mg_cfg_ctx_t *ctx, const char *file, int line, int col, const char *fmt, va_list ap)
 {
     if (ctx->err && ctx->errlen) {
-        int n = snprintf(ctx->err, ctx->errlen, "%s:%d:%d: ", at->file ? at->file : "?", at->line, at->col);
-        if (n >= 0 && (size_t)n < ctx->errlen) {
-            va_list ap;
-            va_start(ap, fmt);
+        int n = snprintf(ctx->err, ctx->errlen, "%s:%d:%d: ", file ? file : "?", line, col);
+        if (n >= 0 && (size_t)n < ctx->errlen)
             vsnprintf(ctx->err + n, ctx->errlen - (size_t)n, fmt, ap);
-            va_end(ap);
-        }
     }
     return MG_ECONFIG;
+}
+
+int mg_cfg_error(mg_cfg_ctx_t *ctx, const mg_ynode_t *at, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = verror(ctx, at->file, at->line, at->col, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+int mg_cfg_error_at(mg_cfg_ctx_t *ctx, const char *file, int line, int col, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = verror(ctx, file, line, col, fmt, ap);
+    va_end(ap);
+    return rc;
 }
 
 int mg_cfg_expect(mg_cfg_ctx_t *ctx, const char *what, const mg_ynode_t *v, mg_ynode_kind_t kind)

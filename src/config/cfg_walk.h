@@ -66,6 +66,9 @@ int mg_cfg_walk(mg_cfg_ctx_t *ctx, const mg_cfg_table_t *t, const mg_ynode_t *ma
 /* "FILE:LINE:COL: " of at, then the message. Returns MG_ECONFIG. */
 int mg_cfg_error(mg_cfg_ctx_t *ctx, const mg_ynode_t *at, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The same at a position kept after the walk (file NULL prints "?"). */
+int mg_cfg_error_at(mg_cfg_ctx_t *ctx, const char *file, int line, int col, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 
 /* Value parsers; what names the key in messages ("max_headers: ..."). */
 int mg_cfg_uint(mg_cfg_ctx_t *ctx, const char *what, const mg_ynode_t *v, uint64_t min, uint64_t max,

@@ -994,20 +994,8 @@ static const mg_plugin_cfg_t *find_plugin(const mg_plugin_list_t *l, const char 
     return first;
 }
 
-static int plugin_err(mg_cfg_ctx_t *ctx, const mg_src_pos_t *p, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int plugin_err(mg_cfg_ctx_t *ctx, const mg_src_pos_t *p, const char *fmt, ...)
-{
-    if (ctx->err && ctx->errlen) {
-        int n = snprintf(ctx->err, ctx->errlen, "%s:%d:%d: ", p->file ? p->file : "?", p->line, p->col);
-        if (n >= 0 && (size_t)n < ctx->errlen) {
-            va_list ap;
-            va_start(ap, fmt);
-            vsnprintf(ctx->err + n, ctx->errlen - (size_t)n, fmt, ap);
-            va_end(ap);
-        }
-    }
-    return MG_ECONFIG;
-}
+/* An error at a plugin's (or a route's) kept position. */
+#define plugin_err(ctx, p, ...) mg_cfg_error_at((ctx), (p)->file, (p)->line, (p)->col, __VA_ARGS__)
 
 static bool route_may_match(const mg_route_cfg_t *r, const char *path)
 {
