@@ -65,16 +65,21 @@ static uint32_t rnd(mg_reg_checker_t *k, uint32_t bound)
 
 /* ---- runner lifetime ---- */
 
-static void runner_unref(rc_runner_t *u)
+static void runner_free(rc_runner_t *u)
 {
-    if (--u->nref > 0)
-        return;
     free(u->id);
     free(u->sig);
     free(u->target);
     free(u->host);
     free(u->req);
     free(u);
+}
+
+static void runner_unref(rc_runner_t *u)
+{
+    if (--u->nref > 0)
+        return;
+    runner_free(u);
 }
 
 static void on_runner_timer_closed(uv_handle_t *h)
@@ -415,12 +420,7 @@ static rc_runner_t *runner_new(mg_reg_checker_t *k, const mg_reg_check_t *c)
             mg_error("checker: check '%s': out of memory; not running it", c->def->id);
         }
         mg_probe_free(u->probe);
-        free(u->id);
-        free(u->sig);
-        free(u->target);
-        free(u->host);
-        free(u->req);
-        free(u);
+        runner_free(u);
         return NULL;
     }
     uv_timer_init(k->loop, &u->timer);
